@@ -1,0 +1,1 @@
+"""Region proposals: selective search, MultiBox and the per-image proposal cache."""
