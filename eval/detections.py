@@ -1,9 +1,14 @@
 """Detections as they leave the toolkit: COCO results JSON, mapped onto a dataset."""
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from detector.errors import DetectionError
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,3 +34,115 @@ class Detections:
         """float64 [N, 4] ``(x1, y1, x2, y2)`` with x2 = x + w, as pycocotools computes it."""
         x, y, w, h = self.bbox.T
         return np.stack([x, y, x + w, y + h], axis=1)
+
+
+def load_results(source: str | os.PathLike | list, image_ids: Sequence, category_ids: Sequence[int],
+                 class_names: Sequence[str]) -> Detections:
+    """Read a COCO results list (or its JSON file) and map it onto a dataset's images and classes.
+
+    Each entry needs ``image_id``, ``category_id`` (the dataset's own id) or ``category_name``,
+    ``bbox`` ``[x, y, w, h]`` and ``score``. ``image_ids`` lists the dataset's image ids in its
+    image order; label ``i`` is ``category_ids[i - 1]`` / ``class_names[i - 1]``. Anything
+    malformed or unknown raises `DetectionError` naming the file and the entry.
+    """
+    where = str(source) if isinstance(source, (str, os.PathLike)) else "<results list>"
+    results = _read_json_list(source, where)
+    image_index = _map_images(results, image_ids, where)
+    labels = _map_categories(results, category_ids, class_names, where)
+    bbox, scores = _numeric_fields(results, where)
+    return Detections(image_index, labels, bbox, scores)
+
+
+def _read_json_list(source, where: str) -> list:
+    if not isinstance(source, (str, os.PathLike)):
+        results = source
+    else:
+        try:
+            with open(source, encoding="utf-8") as f:
+                results = json.load(f)
+        except FileNotFoundError:
+            raise DetectionError(f"{where}: detections file not found; check the path") from None
+        except json.JSONDecodeError as e:
+            raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
+                                 f"column {e.colno}); write a COCO results list") from None
+    if not isinstance(results, list):
+        raise DetectionError(f"{where}: expected a JSON list of detections "
+                             f"(COCO results format), got {type(results).__name__}")
+    for i, entry in enumerate(results):
+        if not isinstance(entry, dict):
+            raise DetectionError(f"{where}: entry {i} is {type(entry).__name__}, expected an object "
+                                 "with image_id, category_id, bbox and score")
+    return results
+
+
+def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
+    index = {image_id: i for i, image_id in enumerate(image_ids)}
+    # Datasets read from VOC/ILSVRC folders have string ids (file stems); accept 5 for "5".
+    index.update({str(image_id): i for i, image_id in enumerate(image_ids)})
+    out = np.empty(len(results), np.int64)
+    for i, entry in enumerate(results):
+        if "image_id" not in entry:
+            raise DetectionError(f"{where}: entry {i} has no image_id")
+        image_id = entry["image_id"]
+        found = index.get(image_id) if isinstance(image_id, (int, str)) else None
+        if found is None:
+            found = index.get(str(image_id))
+        if found is None:
+            raise DetectionError(f"{where}: entry {i} names image_id {image_id!r}, which is not "
+                                 "in the ground truth; evaluate against the matching dataset")
+        out[i] = found
+    return out
+
+
+def _map_categories(results: list, category_ids: Sequence[int], class_names: Sequence[str],
+                    where: str) -> np.ndarray:
+    by_id = {int(c): label for label, c in enumerate(category_ids, start=1)}
+    by_name = {name: label for label, name in enumerate(class_names, start=1)}
+    out = np.empty(len(results), np.int64)
+    for i, entry in enumerate(results):
+        if "category_id" in entry:
+            label = by_id.get(entry["category_id"]) if _is_int(entry["category_id"]) else None
+            what = f"category_id {entry['category_id']!r}"
+        elif "category_name" in entry:
+            label, what = by_name.get(entry["category_name"]), f"category_name {entry['category_name']!r}"
+        else:
+            raise DetectionError(f"{where}: entry {i} has neither category_id nor category_name")
+        if label is None:
+            raise DetectionError(f"{where}: entry {i} names {what}, which is not a class of the "
+                                 f"ground truth ({len(class_names)} classes); fix the class mapping")
+        out[i] = label
+    return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numeric_fields(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
+    boxes, scores = [], []
+    for i, entry in enumerate(results):
+        box, score = entry.get("bbox"), entry.get("score")
+        if not (type(box) is list and len(box) == 4 and all(map(_is_number, box))):
+            raise DetectionError(f"{where}: entry {i} has bbox {box!r}; expected [x, y, w, h] numbers")
+        if not _is_number(score):
+            raise DetectionError(f"{where}: entry {i} has score {score!r}; expected a number")
+        boxes.append(box)
+        scores.append(score)
+    bbox = np.array(boxes, np.float64).reshape(-1, 4)
+    scores = np.array(scores, np.float64)
+    bad = ~np.isfinite(bbox).all(axis=1) | ~np.isfinite(scores)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DetectionError(f"{where}: entry {i} has a NaN or infinite bbox or score "
+                             f"({int(bad.sum())} such entries); fix the detector output")
+    negative = (bbox[:, 2] < 0) | (bbox[:, 3] < 0)
+    if negative.any():
+        i = int(np.flatnonzero(negative)[0])
+        raise DetectionError(f"{where}: entry {i} has negative width or height in bbox "
+                             f"{results[i]['bbox']} ({int(negative.sum())} such entries); bbox is "
+                             "[x, y, w, h], not [x1, y1, x2, y2]")
+    return bbox, scores
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

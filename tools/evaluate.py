@@ -1,0 +1,161 @@
+"""Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC DET ground truth.
+
+    python tools/evaluate.py --gt instances_val2017.json --detections dets.json
+    python tools/evaluate.py --gt VOC2007 --split test --detections dets.json --protocol voc07
+    python tools/evaluate.py --gt ILSVRC/Annotations/DET/val --classes map_det.txt \\
+        --blacklist ILSVRC2014_det_validation_blacklist.txt --detections dets.json
+
+Prints per-class AP and the summary; ``--json`` writes them, ``--plot`` draws PR curves.
+NumPy only: this tool never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from detector.datasets import load_coco_instances, load_dataset
+from detector.errors import DetectionError
+from eval.detections import load_results
+from eval.evaluate import PROTOCOLS, evaluate, evaluate_coco_instances
+from eval.results import EvalResult
+
+COCO_STAT_NAMES = (
+    "AP @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AP @[IoU=0.50      | area=   all | maxDets=100]",
+    "AP @[IoU=0.75      | area=   all | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area= large | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets=  1]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets= 10]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area= large | maxDets=100]",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", required=True,
+                   help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
+                        "JPEGImages/), or a folder of VOC/ILSVRC XML files")
+    p.add_argument("--detections", required=True,
+                   help="COCO results JSON: a list of {image_id, category_id or category_name, "
+                        "bbox [x, y, w, h], score}")
+    p.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto",
+                   help="coco (AP@[.5:.95], 12 stats), voc07 (11-point), voc (all-point), "
+                        "ilsvrc (small-object IoU rule); auto: coco for a JSON ground truth, "
+                        "ilsvrc for a synset class map, voc otherwise")
+    p.add_argument("--images", help="image folder (where the ground truth needs one to find image sizes)")
+    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
+                                     "lines 'synset index name' (default: the sorted names found)")
+    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
+    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids")
+    p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")
+    p.add_argument("--plot", metavar="FILE.png", help="draw precision-recall curves (needs matplotlib)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+        print(format_table(result))
+        if args.json:
+            write_atomic(args.json, json.dumps(result.to_json(), indent=1) + "\n")
+            print(f"wrote {args.json}")
+        if args.plot:
+            plot_curves(result, args.plot)
+            print(f"wrote {args.plot}")
+    except DetectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> EvalResult:
+    """Read the ground truth and detections, evaluate with the chosen protocol."""
+    protocol = args.protocol if args.protocol != "auto" else guess_protocol(args.gt, args.classes)
+    if protocol == "coco" and Path(args.gt).suffix.lower() == ".json":
+        # Exact path: ground truth as pycocotools reads it (float64 xywh, every box kept).
+        return evaluate_coco_instances(load_coco_instances(args.gt), args.detections)
+    dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
+                           blacklist=args.blacklist, split=args.split)
+    dets = load_results(args.detections, [r.image_id for r in dataset.images],
+                        dataset.category_ids, dataset.classes)
+    return evaluate(dataset, dets, protocol)
+
+
+def guess_protocol(gt: str, classes: str | None) -> str:
+    if Path(gt).suffix.lower() == ".json":
+        return "coco"
+    if classes and _is_synset_map(classes):
+        return "ilsvrc"
+    return "voc"
+
+
+def _is_synset_map(path: str) -> bool:
+    lines = [ln.split() for ln in Path(path).read_text(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln and not ln[0].startswith("#")]
+    return bool(lines) and all(len(ln) >= 2 and ln[1].isdigit() for ln in lines)
+
+
+def format_table(result: EvalResult) -> str:
+    """Per-class AP, then the summary (COCO's 12 numbers in pycocotools' layout)."""
+    width = max([len(name) for name in result.per_class] + [5])
+    rows = [f"{'class':<{width}}  AP", f"{'-' * width}  ------"]
+    for name, ap in result.per_class.items():
+        rows.append(f"{name:<{width}}  " + ("   n/a (no ground truth)" if ap is None else f"{100 * ap:6.2f}"))
+    rows.append(f"{'-' * width}  ------")
+    if result.stats is not None:
+        for name, value in zip(COCO_STAT_NAMES, result.stats):
+            kind = "Average Precision" if name.startswith("AP") else "Average Recall   "
+            rows.append(f" {kind}  ({name[:2]}) {name[3:]} = {value:0.3f}")
+    rows.append(f"{result.protocol} mAP: {100 * result.mAP:.2f}")
+    return "\n".join(rows)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_curves(result: EvalResult, path: str) -> None:
+    """Precision-recall curve of every class with an AP, written atomically as an image."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DetectionError("--plot needs matplotlib: pip install 'googlenet-detection[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for name, (recall, precision) in result.curves.items():
+        ax.plot(recall, precision, label=f"{name} ({100 * result.per_class[name]:.1f})")
+    title = "IoU 0.5" if result.protocol == "coco" else result.protocol
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"{result.protocol} mAP {100 * result.mAP:.2f} — curves at {title}")
+    if len(result.curves) <= 25:
+        ax.legend(fontsize=7, loc="lower left")
+    target = Path(path)
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
