@@ -252,21 +252,19 @@ def _accumulate(label: np.ndarray, score: np.ndarray, rank: np.ndarray, matched:
             # Images are concatenated in id order, then sorted by score (stable), as in
             # pycocotools: ties between images go to the lower image id.
             kept = kept[np.argsort(-score[kept], kind="stable")]
-            for a in range(num_a):
-                if num_positive[k, a] == 0:
-                    continue
-                p, r = _precision_recall(matched[kept, :, a], ignore[kept, :, a], num_positive[k, a])
+            tp = np.cumsum(matched[kept] & ~ignore[kept], axis=0, dtype=np.float64)
+            fp = np.cumsum(~matched[kept] & ~ignore[kept], axis=0, dtype=np.float64)
+            for a in np.flatnonzero(num_positive[k] > 0):
+                p, r = _precision_recall(tp[:, :, a], fp[:, :, a], num_positive[k, a])
                 precision[:, :, k, a, m] = p
                 recall[:, k, a, m] = r
     return CocoEvalArrays(precision, recall)
 
 
-def _precision_recall(matched: np.ndarray, ignore: np.ndarray, num_positive: int
+def _precision_recall(tp: np.ndarray, fp: np.ndarray, num_positive: int
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision [T, R] and final recall [T] of one score-sorted detection list."""
-    tp = np.cumsum(matched & ~ignore, axis=0, dtype=np.float64)
-    fp = np.cumsum(~matched & ~ignore, axis=0, dtype=np.float64)
-    num_t, n = matched.shape[1], matched.shape[0]
+    """Interpolated precision [T, R] and final recall [T] from cumulative TP/FP counts [D, T]."""
+    n, num_t = tp.shape
     precision = np.zeros((num_t, len(RECALL_THRESHOLDS)))
     if n == 0:
         return precision, np.zeros(num_t)
