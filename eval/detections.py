@@ -119,17 +119,11 @@ def _is_int(value) -> bool:
 
 
 def _numeric_fields(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
-    boxes, scores = [], []
-    for i, entry in enumerate(results):
-        box, score = entry.get("bbox"), entry.get("score")
-        if not (type(box) is list and len(box) == 4 and all(map(_is_number, box))):
-            raise DetectionError(f"{where}: entry {i} has bbox {box!r}; expected [x, y, w, h] numbers")
-        if not _is_number(score):
-            raise DetectionError(f"{where}: entry {i} has score {score!r}; expected a number")
-        boxes.append(box)
-        scores.append(score)
-    bbox = np.array(boxes, np.float64).reshape(-1, 4)
-    scores = np.array(scores, np.float64)
+    boxes = [entry.get("bbox") for entry in results]
+    scores = [entry.get("score") for entry in results]
+    bbox, scores = _as_numbers(boxes, (len(boxes), 4)), _as_numbers(scores, (len(scores),))
+    if bbox is None or scores is None:
+        _raise_first_malformed(results, where)
     bad = ~np.isfinite(bbox).all(axis=1) | ~np.isfinite(scores)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -142,6 +136,29 @@ def _numeric_fields(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
                              f"{results[i]['bbox']} ({int(negative.sum())} such entries); bbox is "
                              "[x, y, w, h], not [x1, y1, x2, y2]")
     return bbox, scores
+
+
+def _as_numbers(values: list, shape: tuple[int, ...]) -> np.ndarray | None:
+    """float64 array of ``shape`` when every value is a plain number, else None (fast path)."""
+    if not values:
+        return np.zeros(shape)
+    try:
+        array = np.array(values)
+    except ValueError:  # ragged lists
+        return None
+    if array.shape != shape or array.dtype.kind not in "iuf":
+        return None
+    return array.astype(np.float64)
+
+
+def _raise_first_malformed(results: list, where: str) -> None:
+    for i, entry in enumerate(results):
+        box, score = entry.get("bbox"), entry.get("score")
+        if not (type(box) is list and len(box) == 4 and all(map(_is_number, box))):
+            raise DetectionError(f"{where}: entry {i} has bbox {box!r}; expected [x, y, w, h] numbers")
+        if not _is_number(score):
+            raise DetectionError(f"{where}: entry {i} has score {score!r}; expected a number")
+    raise DetectionError(f"{where}: bbox or score values are not plain numbers")
 
 
 def _is_number(value) -> bool:
