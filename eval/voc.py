@@ -10,8 +10,6 @@ NumPy-only: the evaluation path never imports torch.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from detector.datasets import Dataset
@@ -19,13 +17,13 @@ from detector.errors import DetectionError
 from eval.detections import Detections
 from eval.results import EvalResult, mean_ap
 
-# The recall points of VOC2007's 11-point AP, exactly as MATLAB's `0:0.1:1` builds them: its
-# colon operator computes the first half as k * 0.1 and the second half as 1 - (10 - k) * 0.1,
-# which gives the doubles nearest to k / 10 except 0.3 (3 * 0.1 = 0.30000000000000004). So a
-# recall of exactly 0.3 does not reach t = 0.3 in the devkit. (py-faster-rcnn's
-# np.arange(0, 1.1, 0.1) differs from the devkit at 0.6 and 0.7 instead.)
-VOC07_RECALL_POINTS = np.array(
-    [k * 0.1 for k in range(6)] + [1 - (10 - k) * 0.1 for k in range(6, 11)])
+# The recall points of VOC2007's 11-point AP as py-faster-rcnn's voc_eval.py (and every Python
+# port since) builds them: np.arange(0, 1.1, 0.1), so t = 0.30000000000000004, 0.6000000000000001,
+# 0.7000000000000001 and a recall of exactly 0.6 (say 9/15) does not reach t = 0.6. The project's
+# reference vector (shared/data EXPECTED.json "voc_ap_case", IoU 0.1) depends on this. MATLAB's
+# `0:0.1:1` in VOCevaldet.m differs at two points: its colon operator computes them from the end
+# (1 - 0.4, 1 - 0.3), which gives 0.6 and 0.7 exactly; it would score that vector 0.3689.
+VOC07_RECALL_POINTS = np.arange(0.0, 1.1, 0.1)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = False) -> float:
@@ -53,14 +51,17 @@ def to_inclusive(boxes: np.ndarray) -> np.ndarray:
 
 
 def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU float64 [N, M] of inclusive-pixel xyxy boxes a [N, 4] and b [M, 4].
+    """IoU float64 [N, M] of inclusive-pixel xyxy boxes a [N, 4] and b [M, 4]."""
+    return paired_inclusive_iou(a[:, None, :], b[None, :, :])
+
+
+def paired_inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of inclusive-pixel boxes a [..., 4] and b [..., 4], broadcast pair by pair.
 
     Area = (x2 - x1 + 1) * (y2 - y1 + 1), intersection width = min(x2) - max(x1) + 1; pairs that
     do not overlap (the devkit's ``iw > 0 & ih > 0`` fails) get 0. Operation order follows the
     devkit so that IoUs sitting exactly on a threshold compare as they do there.
     """
-    a = a[:, None, :]
-    b = b[None, :, :]
     iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
     ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
     overlap = (iw > 0) & (ih > 0)
@@ -71,19 +72,29 @@ def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(overlap, inter / union, 0.0)
 
 
-def group_by_image(det_image: np.ndarray,
-                   gt_image: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """For each image holding detections: (positions into ``det_image`` in their given order,
-    indices into ``gt_image``). Sorting once keeps this linear in the number of boxes."""
-    det_order = np.argsort(det_image, kind="stable")
+def same_image_pairs(det_image: np.ndarray, gt_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, gt) pair on the same image, as index arrays int64 [P].
+
+    Pairs come grouped by detection, in detection order, and within a detection in gt order,
+    the order in which the devkits scan an image's gts. One join for a whole class instead of a
+    loop over images: a class has few gts per image, so P stays small.
+    """
     gt_order = np.argsort(gt_image, kind="stable")
     sorted_gt = gt_image[gt_order]
-    images, starts = np.unique(det_image[det_order], return_index=True)
-    ends = np.append(starts[1:], len(det_order))
-    lo = np.searchsorted(sorted_gt, images, side="left")
-    hi = np.searchsorted(sorted_gt, images, side="right")
-    for k in range(len(images)):
-        yield det_order[starts[k]:ends[k]], gt_order[lo[k]:hi[k]]
+    lo = np.searchsorted(sorted_gt, det_image, side="left")
+    per_det = np.searchsorted(sorted_gt, det_image, side="right") - lo
+    det_idx = np.repeat(np.arange(len(det_image)), per_det)
+    rank = np.arange(len(det_idx)) - np.repeat(np.cumsum(per_det) - per_det, per_det)
+    return det_idx, gt_order[np.repeat(lo, per_det) + rank]
+
+
+def first_max_by_group(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of the first maximum of ``values`` [P] in each run of equal ``group`` [P]
+    (runs contiguous, P > 0): the devkits' ``if ov > ovmax`` scan, where the first max wins."""
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    maxima = np.maximum.reduceat(values, starts)
+    at_max = np.flatnonzero(values == np.repeat(maxima, np.diff(np.r_[starts, len(values)])))
+    return at_max[np.r_[True, group[at_max][1:] != group[at_max][:-1]]]
 
 
 def match_voc(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
@@ -99,20 +110,19 @@ def match_voc(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarr
     neither TP nor FP; an unmatched gt makes it TP; a matched one makes it a duplicate FP.
     """
     order = np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="stable")
-    det_image, det_boxes = det_image[order], det_boxes[order]
+    det_idx, gt_idx = same_image_pairs(np.asarray(det_image)[order], np.asarray(gt_image))
+    iou = paired_inclusive_iou(det_boxes[order][det_idx], gt_boxes[gt_idx])
     best_iou = np.full(len(order), -np.inf)
     best_gt = np.zeros(len(order), dtype=np.int64)
-    for pos, gts in group_by_image(det_image, gt_image):
-        if len(gts):
-            iou = inclusive_iou(det_boxes[pos], gt_boxes[gts])
-            best_iou[pos] = iou.max(axis=1)
-            best_gt[pos] = gts[iou.argmax(axis=1)]  # argmax: first max wins, as in the devkit
+    if len(iou):
+        best = first_max_by_group(det_idx, iou)
+        best_iou[det_idx[best]], best_gt[det_idx[best]] = iou[best], gt_idx[best]
     hit = best_iou >= iou_threshold
     ignored = np.zeros(len(order), dtype=bool)
     ignored[hit] = gt_difficult[best_gt[hit]]
     claims = np.flatnonzero(hit & ~ignored)
-    # The greedy rule never depends on the order of other gts: a claim on a gt is TP exactly
-    # when no earlier (higher-ranked) detection claimed the same gt.
+    # A detection's choice never depends on which gts are taken, so the greedy rule reduces to:
+    # a claim on a gt is TP exactly when no higher-ranked detection claimed the same gt.
     _, first = np.unique(best_gt[claims], return_index=True)
     tp = np.zeros(len(order), dtype=bool)
     tp[claims[first]] = True
