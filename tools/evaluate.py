@@ -14,11 +14,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from detector.datasets import load_coco_instances, load_dataset
 from detector.errors import DetectionError
+from detector.fileio import write_atomic
 from eval.detections import load_results
 from eval.evaluate import PROTOCOLS, evaluate, evaluate_coco_instances
 from eval.results import EvalResult
@@ -119,19 +119,6 @@ def format_table(result: EvalResult) -> str:
             rows.append(f" {kind}  ({name[:2]}) {name[3:]} = {value:0.3f}")
     rows.append(f"{result.protocol} mAP: {100 * result.mAP:.2f}")
     return "\n".join(rows)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_curves(result: EvalResult, path: str) -> None:

@@ -1,0 +1,76 @@
+"""The proposal cache: round trip, parameter check, missing images, atomic files, odd ids."""
+import json
+
+import numpy as np
+import pytest
+
+from detector.errors import DetectionError
+from proposals.cache import ProposalCache
+
+PARAMS = {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500, "max_boxes": None}
+
+
+def test_round_trip_and_listing(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    boxes = np.array([[0, 0, 10, 20], [1.5, 2.5, 3.5, 4.5]], np.float64)
+    cache.save("2007_000027", boxes)
+    cache.save(42, np.zeros((0, 4)))
+    got = ProposalCache.open(tmp_path / "c", "selective_search", PARAMS).load("2007_000027")
+    assert got.dtype == np.float32 and np.array_equal(got, boxes.astype(np.float32))
+    assert ProposalCache.open(tmp_path / "c").load(42).shape == (0, 4)
+    assert cache.image_ids() == ["2007_000027", "42"]
+    assert 42 in cache and "nope" not in cache
+
+
+def test_other_parameters_are_refused(tmp_path):
+    ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    other = dict(PARAMS, superpixel_scale=1.0)
+    with pytest.raises(DetectionError, match="superpixel_scale"):
+        ProposalCache.create(tmp_path / "c", "selective_search", other)
+    with pytest.raises(DetectionError, match="another cache folder"):
+        ProposalCache.open(tmp_path / "c", "multibox", PARAMS)
+
+
+def test_missing_image_and_missing_cache(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    with pytest.raises(DetectionError, match="no proposals for image 'x'.*tools/propose.py"):
+        cache.load("x")
+    cache.record_failure("x", "/data/x.jpg", "cannot decode image")
+    with pytest.raises(DetectionError, match="it failed: cannot decode image"):
+        cache.load("x")
+    cache.save("x", np.ones((1, 4)))  # a later success clears the failure
+    assert cache.failure("x") is None
+    with pytest.raises(DetectionError, match="not a proposal cache"):
+        ProposalCache.open(tmp_path / "elsewhere")
+
+
+def test_ids_with_slashes_and_dots_stay_inside_the_cache(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    for image_id in ("n01440764/n01440764_10026", "../escape", ".hidden"):
+        cache.save(image_id, np.ones((2, 4)))
+        assert cache.box_path(image_id).parent == tmp_path / "c" / "boxes"
+        assert not cache.box_path(image_id).name.startswith(".")
+        assert cache.load(image_id).shape == (2, 4)
+    assert set(cache.image_ids()) == {"n01440764/n01440764_10026", "../escape", ".hidden"}
+
+
+def test_writes_leave_no_temporary_files(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.save("a", np.ones((3, 4)))
+    cache.record_failure("b", "b.jpg", "bad")
+    files = sorted(p.relative_to(tmp_path / "c").as_posix() for p in (tmp_path / "c").rglob("*") if p.is_file())
+    assert files == ["boxes/a.npy", "failed/b.json", "manifest.json"]
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["params"]["superpixel_scale"] == 2.0
+
+
+def test_corrupt_box_file_is_a_clear_error(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.box_path("a").write_bytes(b"not an npy file")
+    with pytest.raises(DetectionError, match="a.npy.*recompute"):
+        cache.load("a")
+
+
+def test_bad_shape_is_refused_on_save(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    with pytest.raises(ValueError):
+        cache.save("a", np.ones((3, 5)))
