@@ -1,0 +1,45 @@
+"""Region labelling and fg/bg sampling for fine-tuning, on hand-computed boxes."""
+import torch
+
+from detector.sampling import label_regions, sample_regions, with_ground_truth
+
+
+def test_labels_follow_the_best_ground_truth_at_iou_half():
+    gt = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]])
+    gt_labels = torch.tensor([3, 1])
+    regions = torch.tensor([
+        [0.0, 0, 10, 10],    # IoU 1 with gt 0 -> class 3
+        [0.0, 0, 10, 20],    # IoU 100/200 = 0.5 exactly -> foreground (>= 0.5)
+        [0.0, 0, 10, 21],    # IoU 100/210 < 0.5 -> background
+        [20, 20, 40, 30],    # IoU 200/400 = 0.5 with gt 1 -> class 1
+        [100, 100, 110, 110],  # no overlap -> background, best IoU 0
+    ])
+    out = label_regions(regions, gt, gt_labels)
+    assert out.labels.tolist() == [3, 3, 0, 1, 0]
+    assert torch.allclose(out.max_iou, torch.tensor([1.0, 0.5, 100 / 210, 0.5, 0.0]))
+    assert out.matched_gt.tolist()[:4] == [0, 0, 0, 1]
+
+
+def test_no_ground_truth_means_background():
+    out = label_regions(torch.rand(4, 4) * 10 + torch.tensor([0, 0, 10, 10]), torch.zeros(0, 4),
+                        torch.zeros(0, dtype=torch.int64))
+    assert out.labels.tolist() == [0, 0, 0, 0] and out.matched_gt.tolist() == [-1] * 4
+
+
+def test_ground_truth_joins_first():
+    regions = with_ground_truth(torch.ones(2, 4), torch.zeros(1, 4))
+    assert regions.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+
+
+def test_sampling_counts_fill_and_determinism():
+    labels = torch.tensor([1] * 5 + [0] * 200 + [2] * 40)
+    g = torch.Generator().manual_seed(0)
+    idx = sample_regions(labels, 32, 96, g)
+    assert len(idx) == 128 and len(set(idx.tolist())) == 128
+    assert (labels[idx] > 0).sum() == 32 and (labels[idx] == 0).sum() == 96
+    few = sample_regions(torch.tensor([1, 1, 0, 0, 0, 0]), 32, 96, torch.Generator().manual_seed(0))
+    assert sorted(few.tolist()) == [0, 1, 2, 3, 4, 5]
+    short = sample_regions(torch.tensor([1] * 3 + [0] * 300), 32, 96, torch.Generator().manual_seed(0))
+    assert len(short) == 128 and (torch.tensor([1] * 3 + [0] * 300)[short] > 0).sum() == 3
+    again = sample_regions(labels, 32, 96, torch.Generator().manual_seed(0))
+    assert torch.equal(idx, again)
