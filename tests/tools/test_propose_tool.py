@@ -1,0 +1,125 @@
+"""tools/propose.py: cache contents, resumption after kill -9, failures, sharding, recall."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from proposals.cache import ProposalCache
+from tools.propose import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_images(folder: Path, count: int, size=(96, 128)) -> list[Path]:
+    """Flat coloured rectangles on a noisy background: quick for selective search."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        image = rng.integers(90, 110, size=size + (3,), dtype=np.uint8)
+        image[10 + i % 20:50 + i % 20, 20:70] = (200, 30, 30)
+        image[60:90, 80:120] = (20, 40, 220)
+        paths.append(folder / f"img{i:03d}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def write_voc_xml(folder: Path, images: list[Path]) -> None:
+    """One 'red' object per image (VOC 1-based inclusive coordinates)."""
+    for i, path in enumerate(images):
+        y1 = 10 + i % 20
+        (folder / f"{path.stem}.xml").write_text(
+            f"<annotation><filename>{path.name}</filename><size><width>128</width><height>96</height>"
+            f"</size><object><name>red</name><bndbox><xmin>21</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>70</xmax><ymax>{y1 + 40}</ymax></bndbox></object></annotation>")
+
+
+def cached(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "boxes").glob("*.npy"))}
+
+
+def test_folder_to_cache_and_summary(tmp_path, capsys):
+    write_images(tmp_path / "imgs", 3)
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "c")]) == 0
+    cache = ProposalCache.open(tmp_path / "c", "selective_search")
+    assert cache.image_ids() == ["img000", "img001", "img002"]
+    boxes = cache.load("img001")
+    assert boxes.dtype == np.float32 and len(boxes) > 0
+    assert (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all()
+    out = capsys.readouterr().out
+    assert "computed 3 images, 0 failed" in out and "boxes per image" in out
+    # A second run finds everything cached and computes nothing.
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "c")]) == 0
+    assert "3 already cached, 0 to compute" in capsys.readouterr().out
+
+
+def test_dataset_prints_recall(tmp_path, capsys):
+    images = write_images(tmp_path / "voc", 4)
+    write_voc_xml(tmp_path / "voc", images)
+    assert main(["--gt", str(tmp_path / "voc"), "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("recall@0.5"))
+    assert float(line.split()[1]) == 1.0  # flat rectangles are always found
+
+
+def test_undecodable_image_is_recorded_and_fails_the_run(tmp_path, capsys):
+    write_images(tmp_path / "imgs", 2)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "c")]) == 1
+    cache = ProposalCache.open(tmp_path / "c")
+    assert cache.image_ids() == ["img000", "img001"]
+    assert "broken.jpg" in cache.failure("broken")
+    out = capsys.readouterr().out
+    assert "computed 2 images, 1 failed" in out and "failed broken" in out
+
+
+def test_other_parameters_on_the_same_cache_are_refused(tmp_path, capsys):
+    write_images(tmp_path / "imgs", 1)
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "c")]) == 0
+    code = main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "c"), "--superpixel-scale", "1"])
+    assert code == 2
+    assert "superpixel_scale" in capsys.readouterr().err
+
+
+def test_two_workers_and_two_shards_give_the_same_cache(tmp_path, monkeypatch):
+    write_images(tmp_path / "imgs", 4)
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "one")]) == 0
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "shards")]) == 0
+        if rank == "1":  # rank 1 took images 1 and 3 only
+            assert sorted(cached(tmp_path / "shards")) == ["img001.npy", "img003.npy"]
+    assert cached(tmp_path / "one") == cached(tmp_path / "two") == cached(tmp_path / "shards")
+
+
+def test_resumes_after_kill_9(tmp_path):
+    """Kill the tool mid-run; the re-run keeps every finished file and computes only the rest."""
+    write_images(tmp_path / "imgs", 24, size=(240, 320))
+    command = [sys.executable, "-m", "tools.propose", "--images", str(tmp_path / "imgs"),
+               "--out", str(tmp_path / "c")]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    boxes = tmp_path / "c" / "boxes"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(boxes.glob("*.npy"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = cached(tmp_path / "c")
+    assert 3 <= len(before) < 24, "the run should have been killed part-way"
+    for name in before:  # every file that has its final name is whole
+        assert np.load(boxes / name).shape[1] == 4
+    mtimes = {name: (boxes / name).stat().st_mtime_ns for name in before}
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"{len(before)} already cached, {24 - len(before)} to compute" in run.stdout
+    after = cached(tmp_path / "c")
+    assert len(after) == 24
+    assert all((boxes / name).stat().st_mtime_ns == mtimes[name] for name in before)
