@@ -1,0 +1,139 @@
+"""Region warping: every proposal of an image cropped, context-padded and resized in one op.
+
+R-CNN (Girshick et al. 2014, appendix A) warps each proposal to the network's input size after
+enlarging it so that the warped region has ``context_pad`` pixels of image context on every side;
+pixels outside the image are filled with the mean. Here that is one ``torchvision.ops.roi_align``
+call over all boxes of an image on the image's device, instead of a crop-and-resize per box.
+
+Coordinate frame: boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image, with
+pixel ``i`` covering ``[i, i + 1)`` (width = x2 - x1, as ``torchvision.ops``).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import roi_align
+
+from detector.errors import DetectionError
+
+# torchvision's ImageNet normalisation (RGB, on [0, 1] pixels), the one GoogLeNet's weights use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# R-CNN's defaults: 227 px input with 16 px context; GoogLeNet's input is 224.
+DEFAULT_SIZE = 224
+DEFAULT_CONTEXT_PAD = 16
+
+# Regions warped per roi_align call in iter_warped_regions: 256 x 3 x 224 x 224 float32 is 154 MB,
+# enough to keep a GPU busy while 10,000 proposals never need 6 GB at once.
+DEFAULT_BATCH_SIZE = 256
+
+
+def normalize_image(image: Tensor | np.ndarray) -> Tensor:
+    """uint8 RGB image -> float32 ``[3, H, W]`` tensor ``(x / 255 - mean) / std``.
+
+    Args:
+        image: uint8 ``Tensor[3, H, W]`` (on any device; the result stays there) or a uint8
+            ``ndarray[H, W, 3]`` as PIL / OpenCV-after-RGB-conversion give (the result is on CPU).
+    After this, the ImageNet mean colour is exactly 0, which is what makes roi_align's zero fill
+    outside the image R-CNN's mean fill.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
+                                 "(convert grayscale or RGBA images to RGB first)")
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise DetectionError(f"image tensor has shape {tuple(image.shape)}; expected [3, H, W] RGB "
+                             "(permute an [H, W, 3] tensor with .permute(2, 0, 1))")
+    if image.dtype != torch.uint8:
+        raise DetectionError(f"image tensor has dtype {image.dtype}; expected torch.uint8 pixels")
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image.float() / 255.0 - mean) / std
+
+
+def context_boxes(boxes: Tensor, output_size: int = DEFAULT_SIZE,
+                  context_pad: int = DEFAULT_CONTEXT_PAD) -> Tensor:
+    """Enlarge boxes about their centres by R-CNN's context padding.
+
+    Each side is scaled by ``output_size / (output_size - 2 * context_pad)``, width and height
+    separately, so that once the enlarged box is warped to ``output_size`` pixels the original box
+    fills the central ``output_size - 2 * context_pad`` pixels.
+
+    Args:
+        boxes: ``Tensor[N, 4]`` ``(x1, y1, x2, y2)`` in image pixels.
+    Returns:
+        float32 ``Tensor[N, 4]`` in image pixels; may extend beyond the image.
+    """
+    _check_sizes(output_size, context_pad)
+    boxes = boxes.float()
+    scale = output_size / (output_size - 2 * context_pad)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
+                 context_pad: int = DEFAULT_CONTEXT_PAD) -> Tensor:
+    """Crop every box (context-padded) out of ``image`` and resize it to ``output_size`` square.
+
+    One ``roi_align`` call on the image's device. Each output pixel averages
+    ``ceil(box side / output_size)`` bilinear samples per axis (roi_align's adaptive sampling
+    ratio), so boxes larger than the output are area-averaged rather than aliased; smaller boxes
+    are bilinearly upsampled exactly as ``F.interpolate(..., align_corners=False)`` would.
+
+    Args:
+        image: float ``Tensor[3, H, W]`` normalised by :func:`normalize_image` (mean colour = 0).
+        boxes: ``Tensor[N, 4]`` ``(x1, y1, x2, y2)`` in pixels of ``image``, before context
+            padding (this function adds it). Boxes may lie partly or wholly outside the image.
+        output_size: side ``S`` of the square regions, the classifier's input size.
+        context_pad: pixels of context on each side of the warped region (R-CNN: 16 at 227).
+    Returns:
+        float32 ``Tensor[N, 3, S, S]`` on the image's device; outside the image it is 0, the mean.
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise DetectionError(f"image has shape {tuple(image.shape)}; expected a normalised "
+                             "[3, H, W] tensor (see detector.regions.normalize_image)")
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DetectionError(f"boxes have shape {tuple(boxes.shape)}; expected [N, 4] (x1, y1, x2, y2)")
+    padded = context_boxes(boxes.to(image.device), output_size, context_pad)
+    if padded.shape[0] == 0:
+        return image.new_zeros((0, 3, output_size, output_size), dtype=torch.float32)
+    # roi_align reads a sample in the half-pixel band just outside the image as the edge pixel,
+    # and one further out as 0: a step from edge colour to mean. One pixel of zeros around the
+    # image turns that into the linear ramp bilinear interpolation of a mean-filled canvas gives
+    # (the per-box reference), and everything further out is 0 = the mean in normalised units.
+    canvas = F.pad(image.float(), (_BORDER, _BORDER, _BORDER, _BORDER))
+    return roi_align(canvas[None], [padded + _BORDER], output_size=output_size,
+                     spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def iter_warped_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
+                        context_pad: int = DEFAULT_CONTEXT_PAD,
+                        batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Tensor]:
+    """:func:`warp_regions` in chunks of ``batch_size`` boxes, in box order.
+
+    Yields float32 ``Tensor[<=batch_size, 3, S, S]``; memory stays bounded by ``batch_size``
+    whatever the proposal count. Yields nothing for zero boxes.
+    """
+    if batch_size < 1:
+        raise DetectionError(f"batch_size is {batch_size}; it must be at least 1")
+    for start in range(0, boxes.shape[0], batch_size):
+        yield warp_regions(image, boxes[start:start + batch_size], output_size, context_pad)
+
+
+# Zero margin added around the image before roi_align; see warp_regions.
+_BORDER = 1
+
+
+def _check_sizes(output_size: int, context_pad: int) -> None:
+    if output_size < 1 or context_pad < 0 or output_size - 2 * context_pad < 1:
+        raise DetectionError(
+            f"output_size {output_size} with context_pad {context_pad} leaves no room for the box; "
+            "use context_pad >= 0 and output_size > 2 * context_pad (R-CNN: 16 at 224, "
+            "scale it with the input size, e.g. 4 at 64)")
