@@ -1,0 +1,206 @@
+"""Fine-tuning the region classifier as R-CNN did: warped proposals, 32 fg / 96 bg per batch.
+
+The data side (`RegionBatches`) decides everything random about a batch (which images, which
+regions, flips, photometric factors) from ``(seed, epoch, batch index)`` alone, so a run is
+reproducible with any number of loader workers, and a run resumed at an epoch boundary
+continues exactly as the uninterrupted one. Ensemble members share the initialisation and
+learning rate and differ by ``seed``: sampling and input order, as in the GoogLeNet paper.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detector.box_coder import encode
+from detector.datasets import ImageRecord, read_image
+from detector.regions import IMAGENET_MEAN, IMAGENET_STD, warp_regions
+from detector.sampling import label_regions, sample_regions, with_ground_truth
+from proposals.cache import ProposalCache
+
+# R-CNN: box regression learns only from regions that overlap their object well (IoU > 0.6).
+REGRESSION_IOU = 0.6
+# Photometric distortion: brightness, contrast and saturation each scaled by a factor drawn
+# uniformly from [1 - d, 1 + d] (the colour jitter of common ImageNet training recipes).
+PHOTOMETRIC_RANGE = 0.2
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+@dataclass
+class ImageSample:
+    """One image's share of a batch. Boxes are in the (possibly flipped) image's pixels."""
+
+    image: torch.Tensor        # uint8 [3, H, W]
+    boxes: torch.Tensor        # float32 [R, 4]
+    labels: torch.Tensor       # int64 [R], 0 = background
+    targets: torch.Tensor      # float32 [R, 4] R-CNN regression targets
+    regress: torch.Tensor      # bool [R]: a target to learn from
+    photometric: torch.Tensor  # float32 [3]: brightness, contrast, saturation factors
+
+
+class RegionBatches(torch.utils.data.Dataset):
+    """Batches of regions for one epoch: item i is batch i, a list of `ImageSample`.
+
+    Each epoch visits every image once in a seeded order, ``images_per_batch`` images per
+    batch; each image contributes ``regions_per_batch / images_per_batch`` regions, a quarter
+    foreground (R-CNN's 32 of 128). Under DDP, rank r takes batches r, r + world, ...
+    """
+
+    def __init__(self, records: list[ImageRecord], cache: ProposalCache, *, seed: int,
+                 images_per_batch: int = 2, regions_per_batch: int = 128, fg_fraction: float = 0.25,
+                 flip: bool = True, photometric: bool = True, rank: int = 0, world: int = 1):
+        if regions_per_batch % images_per_batch:
+            raise ValueError("regions_per_batch must be a multiple of images_per_batch")
+        self.records, self.cache, self.seed = records, cache, seed
+        self.images_per_batch = images_per_batch
+        self.regions_per_image = regions_per_batch // images_per_batch
+        self.fg_per_image = round(self.regions_per_image * fg_fraction)
+        self.flip, self.photometric = flip, photometric
+        self.rank, self.world = rank, world
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the image order of ``epoch`` (call before iterating a new loader)."""
+        self.epoch = epoch
+        order = torch.randperm(len(self.records), generator=self._generator(epoch, -1))
+        batches = order.split(self.images_per_batch)
+        self.batches = [b.tolist() for b in batches][self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> list[ImageSample]:
+        generator = self._generator(self.epoch, index)
+        return [self._sample(self.records[i], generator) for i in self.batches[index]]
+
+    def _generator(self, epoch: int, index: int) -> torch.Generator:
+        # One stream per (seed, epoch, batch): independent of workers and of resumption.
+        return torch.Generator().manual_seed(hash_seed(self.seed, epoch, index))
+
+    def _sample(self, record: ImageRecord, generator: torch.Generator) -> ImageSample:
+        image = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).contiguous()
+        gt_boxes = torch.from_numpy(record.boxes[~record.iscrowd])
+        gt_labels = torch.from_numpy(record.labels[~record.iscrowd])
+        regions = with_ground_truth(torch.from_numpy(self.cache.load(record.image_id)), gt_boxes)
+        assigned = label_regions(regions, gt_boxes, gt_labels)
+        keep = sample_regions(assigned.labels, self.fg_per_image,
+                              self.regions_per_image - self.fg_per_image, generator)
+        boxes, labels = regions[keep], assigned.labels[keep]
+        matched = assigned.matched_gt[keep]
+        regress = (assigned.max_iou[keep] > REGRESSION_IOU) & (labels > 0)
+        targets = torch.zeros_like(boxes)
+        if regress.any():
+            targets[regress] = encode(boxes[regress], gt_boxes[matched[regress]])
+        flip = self.flip and bool(torch.rand(1, generator=generator) < 0.5)
+        if flip:  # targets: dx changes sign, the rest is symmetric
+            image, boxes = image.flip(-1), flip_boxes(boxes, image.shape[-1])
+            targets[:, 0] = -targets[:, 0]
+        factors = 1 + PHOTOMETRIC_RANGE * (2 * torch.rand(3, generator=generator) - 1)
+        if not self.photometric:
+            factors = torch.ones(3)
+        return ImageSample(image, boxes, labels, targets, regress, factors)
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes, unlike Python's hash())."""
+    return int(np.random.SeedSequence([p + 2**31 for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Mirror xyxy boxes [N, 4] in an image ``width`` pixels wide."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+def collate(batch: list[list[ImageSample]]) -> list[ImageSample]:
+    """The loader's batch size is 1: a `RegionBatches` item already is a whole batch."""
+    return batch[0]
+
+
+def distort(image: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation scaling of a float image [3, H, W] in [0, 1]."""
+    brightness, contrast, saturation = factors.tolist()
+    image = image * brightness
+    gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
+    image = (image - gray.mean()) * contrast + gray.mean()
+    gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
+    return ((image - gray) * saturation + gray).clamp(0, 1)
+
+
+def warp_batch(samples: list[ImageSample], device: torch.device, input_size: int,
+               context_pad: int) -> tuple[torch.Tensor, ...]:
+    """Regions of all images warped on ``device``: inputs [R, 3, S, S], labels, targets, mask."""
+    inputs = []
+    for s in samples:
+        image = distort(s.image.to(device).float() / 255, s.photometric.to(device))
+        image = (image - _MEAN.to(device)) / _STD.to(device)
+        inputs.append(warp_regions(image, s.boxes.to(device), input_size, context_pad))
+    cat = lambda name: torch.cat([getattr(s, name) for s in samples]).to(device)  # noqa: E731
+    return torch.cat(inputs), cat("labels"), cat("targets"), cat("regress")
+
+
+def region_loss(logits: torch.Tensor, deltas: torch.Tensor | None, labels: torch.Tensor,
+                targets: torch.Tensor, regress: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy over K+1 classes, plus smooth-L1 on the true class's box deltas.
+
+    ``logits`` [R, K+1]; ``deltas`` [R, K, 4] or None; ``labels`` [R]; ``targets`` [R, 4];
+    ``regress`` bool [R]. Computed in float32 whatever the autocast dtype.
+    """
+    loss_cls = F.cross_entropy(logits.float(), labels)
+    parts = {"loss_cls": loss_cls.item()}
+    loss = loss_cls
+    if deltas is not None:
+        rows = torch.nonzero(regress).flatten()
+        picked = deltas.float()[rows, labels[rows] - 1]
+        loss_box = F.smooth_l1_loss(picked, targets[rows], beta=1 / 9, reduction="sum")
+        loss_box = loss_box / max(len(labels), 1)
+        parts["loss_box"] = loss_box.item()
+        loss = loss + loss_box
+    parts["accuracy"] = (logits.argmax(1) == labels).float().mean().item()
+    parts["loss"] = loss.item()
+    return loss, parts
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    device: torch.device, input_size: int, context_pad: int,
+                    amp_dtype: torch.dtype | None = None,
+                    on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """One pass over ``loader``; returns the epoch's mean loss and accuracy."""
+    model.train()
+    totals: dict[str, float] = {}
+    steps = 0
+    for step, samples in enumerate(loader):
+        inputs, labels, targets, regress = warp_batch(samples, device, input_size, context_pad)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits, deltas = model(inputs)
+        loss, parts = region_loss(logits, deltas, labels, targets, regress)
+        if not math.isfinite(parts["loss"]):
+            raise FloatingPointError(f"loss is {parts['loss']} at step {step}: lower solver.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + value
+        steps += 1
+        if on_step is not None:
+            on_step(step, parts)
+    return {key: value / max(steps, 1) for key, value in totals.items()}
+
+
+def capture_rng() -> dict:
+    """Global RNG states that training consumes (dropout, loader base seeds)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
