@@ -1,0 +1,233 @@
+"""Selective search region proposals (Uijlings et al., IJCV 2013), as R-CNN and GoogLeNet ran it.
+
+Pipeline for one image: resize a working copy so that its longer side is at most ``max_side``;
+for each colour space and each graph-segmentation scale k, over-segment the copy
+(Felzenszwalb-Huttenlocher, OpenCV contrib's implementation) and group the regions
+hierarchically under each similarity strategy (`proposals.grouping`); pool the regions of all
+hierarchies, rank them as the paper does, drop duplicates and small boxes, map the boxes back
+to the original pixels.
+
+GoogLeNet's "superpixel size x2" is ``superpixel_scale=2``: k and the minimum region size both
+doubled, which roughly halves the number of proposals.
+
+Cost (measured on the project's 2-core machine, see BENCHMARKS.md): about 0.4 s of one core
+per 500 x 375 image in fast mode, and a few tens of MB. An 8000 x 6000 photo with the default
+``max_side=500`` costs the same plus one resize (~0.1 s), since only the 500 x 375 copy is
+segmented. With ``max_side=None`` everything scales with the pixel count: 256x the pixels of
+a 500 x 375 copy, i.e. minutes of CPU and several GB of memory (OpenCV's graph segmentation
+keeps 4 edges of 12 bytes per pixel plus a float copy of the image, ~3 GB, and the grouping
+holds a few int64 maps of the image, ~400 MB each); prefer a max_side.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from detector.errors import DetectionError
+from proposals.grouping import Strategy, compact_labels, group, pixel_bins, region_features
+
+# The paper's similarity strategies: C = colour, T = texture, S = size, F = fill.
+CTSF = Strategy(colour=True, texture=True, size=True, fill=True)
+TSF = Strategy(colour=False, texture=True, size=True, fill=True)
+F = Strategy(colour=False, texture=False, size=False, fill=True)
+S = Strategy(colour=False, texture=False, size=True, fill=False)
+
+
+@dataclass(frozen=True)
+class _Diversification:
+    """Colour spaces x graph-segmentation scales x similarity strategies of one mode."""
+
+    colour_spaces: tuple[str, ...]
+    ks: tuple[int, ...]
+    strategies: tuple[Strategy, ...]
+
+
+MODES = {
+    # R-CNN's "fast" setting (IJCV 2013, table 5): 2 x 2 x 2 = 8 hierarchies.
+    "fast": _Diversification(("hsv", "lab"), (50, 100), (CTSF, TSF)),
+    # The paper's "quality" setting: 5 x 4 x 4 = 80 hierarchies.
+    "quality": _Diversification(("hsv", "lab", "rgi", "h", "i"), (50, 100, 150, 300),
+                                (CTSF, TSF, F, S)),
+}
+GRAPH_SIGMA = 0.8  # Gaussian smoothing of the graph segmentation, the paper's value
+# A box's side must be at least this far below the limit to be dropped: float mapping back to
+# the original pixels may land a hair under an exact integer side.
+_SIDE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class SelectiveSearchConfig:
+    """Selective search settings (plain values: `dataclasses.asdict` gives the cache's JSON).
+
+    ``mode``: "fast" (R-CNN) or "quality" (the paper's quality setting). ``superpixel_scale``
+    multiplies the graph segmentation's k and minimum region size (2.0 = GoogLeNet, 1.0 =
+    R-CNN). ``max_side``: segment a copy resized so that its longer side is at most this many
+    pixels (None: full size; boxes are always returned in the original pixels).
+    ``min_box_side``: drop boxes with a side shorter than this, in original pixels (capped at
+    the image's own side, so tiny images keep their full-image box). ``max_boxes``: keep the
+    top-ranked N (None: all). ``seed``: the ranking's pseudo-random factor.
+    """
+
+    mode: str = "fast"
+    superpixel_scale: float = 2.0
+    max_side: int | None = 500
+    min_box_side: float = 20.0
+    max_boxes: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise DetectionError(f"selective search mode {self.mode!r} is unknown; "
+                                 f"use one of {sorted(MODES)}")
+        if not self.superpixel_scale > 0:
+            raise DetectionError(f"superpixel_scale must be > 0, got {self.superpixel_scale}")
+        _check_optional_count("max_side", self.max_side)
+        _check_optional_count("max_boxes", self.max_boxes)
+        if not self.min_box_side >= 0:
+            raise DetectionError(f"min_box_side must be >= 0 pixels, got {self.min_box_side}")
+
+
+def _check_optional_count(name: str, value: object) -> None:
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if value is not None and not (integer and value >= 1):
+        raise DetectionError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def selective_search(image: np.ndarray,
+                     config: SelectiveSearchConfig = SelectiveSearchConfig()) -> np.ndarray:
+    """Ranked selective search proposals of one image.
+
+    ``image``: RGB uint8 [H, W, 3], or grayscale uint8 [H, W] or [H, W, 1]. Returns float32
+    [N, 4] continuous boxes (x1, y1, x2, y2) in the image's own pixels, 0 <= x1 < x2 <= W and
+    0 <= y1 < y2 <= H, best first, no two equal. Deterministic for a given image and config;
+    runs single-threaded (one process per image scales across cores).
+    """
+    height, width = _check_image(image)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # no OpenCV worker threads: parallelism is the caller's, per process
+    try:
+        work = _working_copy(image, config.max_side)
+        boxes, rank = _pooled_hierarchies(work, config)
+    finally:
+        cv2.setNumThreads(threads)
+    boxes = _unique_ranked(boxes[np.argsort(rank, kind="stable")])
+    out = _to_original(boxes, work.shape[1], work.shape[0], width, height)
+    out = out[_big_enough(out, config.min_box_side, width, height)]
+    return out[:config.max_boxes]
+
+
+def _check_image(image: np.ndarray) -> tuple[int, int]:
+    """(H, W) of a valid input image; a DetectionError naming the problem otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise DetectionError(f"selective_search needs a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise DetectionError(f"selective_search needs a uint8 image, got {image.dtype}; "
+                             "convert with (np.clip(x, 0, 1) * 255).astype(np.uint8) or similar")
+    gray = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    if not (gray or (image.ndim == 3 and image.shape[2] == 3)):
+        raise DetectionError(f"selective_search needs an RGB [H, W, 3] or grayscale [H, W] "
+                             f"image, got shape {list(image.shape)}; drop any alpha channel")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DetectionError(f"selective_search got an empty image of shape {list(image.shape)}")
+    return image.shape[0], image.shape[1]
+
+
+def _working_copy(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """RGB uint8 [h, w, 3]: the image, area-resized so that max(h, w) <= max_side.
+
+    Resizing comes before replicating a grayscale image's channel, so a huge grayscale input
+    never gets a full-size 3-channel copy.
+    """
+    plane = image.reshape(image.shape[:2]) if image.ndim == 3 and image.shape[2] == 1 else image
+    height, width = plane.shape[:2]
+    if max_side is not None and max(height, width) > max_side:
+        factor = max_side / max(height, width)
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        plane = cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
+        plane = plane.reshape(size[1], size[0], *plane.shape[2:])  # cv2 drops 1-px axes' shape
+    if plane.ndim == 2:
+        plane = np.repeat(plane[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(plane)
+
+
+def colour_space(rgb: np.ndarray, name: str) -> np.ndarray:
+    """uint8 [H, W, C] of an RGB uint8 [H, W, 3] image in one of the paper's colour spaces:
+    "hsv" (hue over the full 0..255), "lab", "rgi" (normalised r, g and intensity), "h" (hue
+    only), "i" (intensity only)."""
+    if name in ("hsv", "h"):
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)
+        return hsv if name == "hsv" else hsv[:, :, :1].copy()
+    if name == "lab":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    total = rgb.astype(np.float32).sum(axis=2, keepdims=True)
+    if name == "i":
+        return np.round(total / 3).astype(np.uint8)
+    if name == "rgi":
+        chroma = rgb[:, :, :2] * (255.0 / np.maximum(total, 1.0))  # black: r = g = 0
+        return np.round(np.concatenate([chroma, total / 3], axis=2)).astype(np.uint8)
+    raise DetectionError(f"unknown colour space {name!r}")
+
+
+def _hierarchies(work: np.ndarray, config: SelectiveSearchConfig) -> Iterator[np.ndarray]:
+    """int64 [m, 4] inclusive region boxes (working-image pixels) of each hierarchy, in
+    creation order; segmentations are shared by the strategies."""
+    plan = MODES[config.mode]
+    for name in plan.colour_spaces:
+        converted = colour_space(work, name)
+        bins = pixel_bins(converted)
+        for k in plan.ks:
+            scaled = k * config.superpixel_scale
+            # The paper ties the minimum region size to k (min_size = k).
+            segmenter = cv2.ximgproc.segmentation.createGraphSegmentation(
+                GRAPH_SIGMA, float(scaled), max(1, round(scaled)))
+            labels = compact_labels(segmenter.processImage(converted))
+            regions = region_features(bins, labels)
+            for strategy in plan.strategies:
+                yield group(regions, strategy)
+
+
+def _pooled_hierarchies(work: np.ndarray,
+                        config: SelectiveSearchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All hierarchies' boxes int64 [M, 4] and their rank values float64 [M] (lower = better).
+
+    The paper's ranking: a region's value is its position in its hierarchy (1 = the region
+    covering the image, i.e. the last one created) times a uniform random number, so every
+    hierarchy contributes its large regions early but no hierarchy dominates the top.
+    """
+    rng = np.random.default_rng(config.seed)
+    boxes, ranks = [], []
+    for hierarchy in _hierarchies(work, config):
+        position = np.arange(len(hierarchy), 0, -1, dtype=np.float64)
+        boxes.append(hierarchy)
+        ranks.append(position * rng.random(len(hierarchy)))
+    return np.concatenate(boxes), np.concatenate(ranks)
+
+
+def _unique_ranked(boxes: np.ndarray) -> np.ndarray:
+    """The first occurrence of each distinct box of int64 [M, 4], order kept."""
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    return boxes[np.sort(first)]
+
+
+def _to_original(boxes: np.ndarray, work_w: int, work_h: int, width: int,
+                 height: int) -> np.ndarray:
+    """float32 [N, 4] continuous xyxy in original pixels from inclusive working-image bounds.
+
+    x_orig = x_work * width / work_w in float64: exact at the image's border (work_w * width /
+    work_w == width), then clipped to the image.
+    """
+    continuous = boxes.astype(np.float64)
+    continuous[:, 2:] += 1.0  # inclusive last pixel -> continuous right/bottom edge
+    continuous[:, 0::2] = np.clip(continuous[:, 0::2] * width / work_w, 0, width)
+    continuous[:, 1::2] = np.clip(continuous[:, 1::2] * height / work_h, 0, height)
+    return continuous.astype(np.float32)
+
+
+def _big_enough(boxes: np.ndarray, min_side: float, width: int, height: int) -> np.ndarray:
+    """bool [N]: both sides at least min_side original pixels (capped at the image's side)."""
+    min_w = min(min_side, width) - _SIDE_TOLERANCE
+    min_h = min(min_side, height) - _SIDE_TOLERANCE
+    return (boxes[:, 2] - boxes[:, 0] >= min_w) & (boxes[:, 3] - boxes[:, 1] >= min_h)
