@@ -67,7 +67,8 @@ def decode(deltas: Tensor, proposals: Tensor, stds: Sequence[float] | None = Non
     Returns:
         float32 boxes with the shape of ``deltas``, in pixels, not clipped to the image.
     """
-    if deltas.shape[-1:] != (4,) or deltas.shape[0] != proposals.shape[0] or deltas.ndim not in (2, 3):
+    if (deltas.ndim not in (2, 3) or deltas.shape[-1] != 4
+            or deltas.shape[0] != proposals.shape[0]):
         raise DetectionError(f"decode needs deltas [N, 4] or [N, C, 4] for proposals [N, 4], got "
                              f"{tuple(deltas.shape)} and {tuple(proposals.shape)}")
     deltas = _float(deltas) * _stds(stds, deltas)

@@ -47,7 +47,8 @@ class RegionClassifier(nn.Module):
                  background: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
-            raise DetectionError(f"num_classes is {num_classes}; a classifier needs at least 1 class")
+            raise DetectionError(f"num_classes is {num_classes}; "
+                                 "a classifier needs at least 1 class")
         _check_input_size(input_size)
         self.num_classes = num_classes
         self.input_size = input_size
@@ -138,9 +139,9 @@ def load_weights(model: RegionClassifier, state: dict[str, Tensor], source: str)
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches are raised even with strict=False
         shapes = "; ".join(line.strip() for line in str(e).splitlines()[1:2])
-        raise DetectionError(f"{source}: weights do not fit this classifier ({shapes}); pass weights "
-                             "trained with the same number of classes and box-regression setting"
-                             ) from None
+        raise DetectionError(f"{source}: weights do not fit this classifier ({shapes}); pass "
+                             "weights trained with the same number of classes and "
+                             "box-regression setting") from None
     missing = [k for k in result.missing_keys if not k.startswith(optional)
                and not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:

@@ -100,7 +100,8 @@ def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
         raise DetectionError(f"image has shape {tuple(image.shape)}; expected a normalised "
                              "[3, H, W] tensor (see detector.regions.normalize_image)")
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise DetectionError(f"boxes have shape {tuple(boxes.shape)}; expected [N, 4] (x1, y1, x2, y2)")
+        raise DetectionError(f"boxes have shape {tuple(boxes.shape)}; "
+                             "expected [N, 4] (x1, y1, x2, y2)")
     padded = context_boxes(boxes.to(image.device), output_size, context_pad)
     if padded.shape[0] == 0:
         return image.new_zeros((0, 3, output_size, output_size), dtype=torch.float32)

@@ -55,8 +55,8 @@ def test_matches_reference_on_clustered_boxes(seed):
     boxes = clustered_boxes(120, seed)
     scores = rng.dirichlet(np.full(4, 0.3), size=120).astype(np.float32)  # background + 3 classes
     scores[rng.integers(0, 120, 10)] = scores[0]  # tied scores, across classes and proposals
-    got_boxes, got_scores, got_labels = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores),
-                                                    None, IMAGE, 0.05, 0.3, 40)
+    got_boxes, got_scores, got_labels = postprocess(
+        torch.from_numpy(boxes), torch.from_numpy(scores), None, IMAGE, 0.05, 0.3, 40)
     expected = reference_postprocess(boxes, scores, 0.05, 0.3, 40)
     assert got_labels.tolist() == [c for _, c, _ in expected]
     assert got_scores.tolist() == [-s for s, _, _ in expected]

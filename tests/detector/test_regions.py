@@ -79,7 +79,8 @@ def test_downscaled_boxes_across_border_match_reference(box):
     assert mean < BORDER_MEAN and max_ < BORDER_MAX, (mean, max_)
 
 
-@pytest.mark.parametrize("box", [[50, 40, 51, 41], [30.3, 20.7, 77.2, 61.9], [80.5, 60.25, 81.0, 61.75]])
+@pytest.mark.parametrize("box", [[50, 40, 51, 41], [30.3, 20.7, 77.2, 61.9],
+                                 [80.5, 60.25, 81.0, 61.75]])
 def test_subpixel_and_one_pixel_boxes_match_reference(box):
     (mean, max_), = max_and_mean_diff(smooth_image(), [box])
     assert mean < SUBPIXEL_MEAN and max_ < SUBPIXEL_MAX, (mean, max_)
