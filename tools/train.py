@@ -17,7 +17,7 @@ import argparse
 import csv
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set solver.lr=0.01 (repeatable)")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (its config is used)")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="continue from a checkpoint with its own config (--set output=DIR may move it)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     return p
 
@@ -112,10 +113,13 @@ def read_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
             raise DetectionError("give --config FILE (see configs/) or --resume CKPT")
         return load_config(TrainConfig, args.config, overrides), None
     payload = load_checkpoint(args.resume)
-    if args.config or overrides:
+    if args.config or any(not o.startswith("output=") for o in overrides):
         raise DetectionError(f"{args.resume}: --resume continues with the checkpoint's own config; "
-                             "drop --config/--set/--seed (or start a new run)")
-    return from_dict(TrainConfig, payload["config"], args.resume), payload
+                             "drop --config/--set/--seed (only --set output=DIR may change)")
+    config = from_dict(TrainConfig, payload["config"], args.resume)
+    for item in overrides:
+        config = replace(config, output=item.partition("=")[2])
+    return config, payload
 
 
 def train(args: argparse.Namespace) -> None:
@@ -198,7 +202,7 @@ def build_model(config: TrainConfig, spec: ModelSpec, device: torch.device):
     """Network (same init for every seed), SGD with momentum, step schedule."""
     torch.manual_seed(config.model.init_seed)
     model = build_classifier(spec.num_classes, weights=config.model.weights,
-                             box_regression=spec.box_regression).to(device)
+                             box_regression=spec.box_regression, input_size=spec.input_size).to(device)
     torch.manual_seed(config.seed)  # dropout etc. follow the member's own seed
     s = config.solver
     optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
