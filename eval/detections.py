@@ -163,3 +163,19 @@ def _raise_first_malformed(results: list, where: str) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def to_results(image_id: int | str, category_ids: Sequence[int], boxes, scores, labels) -> list[dict]:
+    """One image's detections as COCO results entries (the toolkit's exchange format).
+
+    ``boxes`` [M, 4] ``(x1, y1, x2, y2)`` in absolute pixels, ``scores`` [M], ``labels`` [M] in
+    1..K (arrays or CPU tensors); label ``i`` becomes ``category_ids[i - 1]``, the dataset's own
+    id. Entries are ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with plain
+    Python floats, in the order given.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    ids = np.asarray(category_ids, dtype=np.int64)[np.asarray(labels, dtype=np.int64) - 1]
+    return [{"image_id": image_id, "category_id": int(c), "bbox": [float(v) for v in box],
+             "score": float(s)}
+            for c, box, s in zip(ids, xywh, np.asarray(scores, dtype=np.float64))]

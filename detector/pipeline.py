@@ -1,0 +1,189 @@
+"""The detection path: image -> proposals -> warped regions -> ensemble softmax -> NMS -> top-k.
+
+`detect` is the whole pipeline for one image in one function; `load_ensemble` builds its
+classifiers from checkpoints (or `imagenet_ensemble`, R-CNN's "no fine-tuning" baseline, from
+torchvision's 1,000-class GoogLeNet); `proposals_for` and `iter_inputs` supply each image and
+its proposals, from a cache or computed on the fly with the checkpoint's selective search.
+
+Boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image; labels are 1..K.
+Library code: it follows the input tensors' device and never picks one itself.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detector.checkpoint import ModelSpec, check_ensemble, load_checkpoint
+from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
+from detector.datasets import read_image
+from detector.errors import DetectionError
+from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
+from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
+from proposals.cache import ProposalCache
+from proposals.selective_search import SelectiveSearchConfig, selective_search
+
+SELECTIVE_SEARCH = "selective_search"  # the proposal method name tools/propose.py records
+
+
+@dataclass(frozen=True, eq=False)
+class Ensemble:
+    """Region classifiers that vote together, and what they were trained with.
+
+    ``members`` are in eval mode on one device and agree on classes, input size and context
+    padding (``spec``: the first member's; members may differ in ``box_regression``).
+    ``classes[i - 1]`` names label ``i``. ``proposal_method`` / ``proposal_params`` describe the
+    proposals the first member was trained on (a `ProposalCache` manifest's method and params).
+    """
+
+    members: list[RegionClassifier]
+    classes: tuple[str, ...]
+    spec: ModelSpec
+    proposal_method: str
+    proposal_params: dict
+
+
+def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) -> Ensemble:
+    """Read checkpoints (one per member) and build their classifiers on ``device``.
+
+    Raises DetectionError naming the file for a missing, unreadable or foreign checkpoint, for
+    members that disagree (`detector.checkpoint.check_ensemble`), and for weights that do not
+    fit the model the checkpoint describes.
+    """
+    if not paths:
+        raise DetectionError("no checkpoint given; pass at least one --checkpoint")
+    paths = [str(p) for p in paths]
+    payloads = [load_checkpoint(p) for p in paths]
+    check_ensemble(paths, payloads)
+    members = [_member(path, payload).to(device).eval() for path, payload in zip(paths, payloads)]
+    proposals = payloads[0].get("proposals") or {"method": SELECTIVE_SEARCH, "params": {}}
+    return Ensemble(members, tuple(payloads[0]["classes"]), _spec(paths[0], payloads[0]),
+                    proposals.get("method", SELECTIVE_SEARCH), dict(proposals.get("params", {})))
+
+
+def imagenet_ensemble(device: torch.device | str) -> Ensemble:
+    """torchvision's ImageNet GoogLeNet as a 1,000-class region classifier (no background).
+
+    The weights come through torchvision's weights API; where they cannot be downloaded this
+    raises DetectionError. Proposals: the default (GoogLeNet, superpixel x2) selective search.
+    """
+    model, names = imagenet_classifier("imagenet")
+    return Ensemble([model.to(device).eval()], tuple(names), ModelSpec(len(names)),
+                    SELECTIVE_SEARCH, {})
+
+
+def _spec(path: str, payload: dict) -> ModelSpec:
+    try:
+        spec = ModelSpec(**payload["model"])
+    except TypeError as e:
+        raise DetectionError(f"{path}: malformed model description {payload['model']!r} ({e}); "
+                             "use a checkpoint written by tools/train.py") from None
+    if spec.num_classes != len(payload["classes"]):
+        raise DetectionError(f"{path}: the model has {spec.num_classes} classes but the class list "
+                             f"{len(payload['classes'])}; the checkpoint is corrupt")
+    return spec
+
+
+def _member(path: str, payload: dict) -> RegionClassifier:
+    """The classifier a checkpoint describes, with its weights (a misfit names ``path``)."""
+    spec = _spec(path, payload)
+    model = RegionClassifier(spec.num_classes, spec.input_size, spec.box_regression)
+    load_weights(model, payload["state_dict"], path)
+    return model
+
+
+@torch.inference_mode()
+def detect(image: Tensor | np.ndarray, proposals: Tensor | np.ndarray,
+           members: list[RegionClassifier], *, input_size: int, context_pad: int,
+           batch_size: int = DEFAULT_BATCH_SIZE, score_threshold: float = SCORE_THRESHOLD,
+           nms_iou: float = NMS_IOU, max_per_image: int | None = MAX_PER_IMAGE,
+           autocast: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Detect objects in one image with an ensemble of region classifiers.
+
+    Args:
+        image: RGB uint8 ``Tensor[3, H, W]`` (work happens on its device, where the members must
+            be) or ``ndarray[H, W, 3]`` (CPU).
+        proposals: ``[N, 4]`` boxes ``(x1, y1, x2, y2)`` in the image's pixels, any N >= 0.
+        members: classifiers in eval mode, all with or all without a background column.
+        input_size, context_pad: the warp the members were trained with (their ModelSpec).
+        batch_size: regions warped and classified at once; bounds memory for any N.
+        score_threshold, nms_iou, max_per_image: see `detector.postprocess.postprocess`.
+        autocast: e.g. ``torch.bfloat16`` to run the networks in mixed precision (tools turn it
+            on for CUDA); None = float32. Softmax, averaging and box arithmetic stay float32.
+    Returns:
+        ``boxes [M, 4]`` float32 in image pixels, ``scores [M]`` float32 (the ensemble's mean
+        softmax probability), ``labels [M]`` int64 in 1..K; best first, M <= max_per_image.
+    """
+    pixels = normalize_image(image)  # float32 [3, H, W]; ImageNet mean = 0 = the warp's fill
+    boxes = torch.as_tensor(proposals, dtype=torch.float32).to(pixels.device)
+    probs, deltas = [], []
+    for regions in iter_warped_regions(pixels, boxes, input_size, context_pad, batch_size):
+        with torch.autocast(pixels.device.type, dtype=autocast or torch.bfloat16,
+                            enabled=autocast is not None):
+            outputs = [member(regions) for member in members]
+        # The paper's ensemble: each member's class probabilities, averaged.
+        probs.append(torch.stack([logits.float().softmax(dim=1) for logits, _ in outputs]).mean(0))
+        # Box deltas: the mean over the members that have a regression head (if any has one).
+        regressed = [d.float() for _, d in outputs if d is not None]
+        deltas.append(torch.stack(regressed).mean(0) if regressed else None)
+    background = members[0].background
+    if not probs:  # no proposals: nothing to classify
+        width = members[0].num_classes + int(background)
+        probs, deltas = [pixels.new_zeros((0, width))], [None]
+    box_deltas = torch.cat(deltas) if deltas[0] is not None else None
+    return postprocess(boxes, torch.cat(probs), box_deltas, tuple(pixels.shape[1:]),
+                       score_threshold, nms_iou, max_per_image, background=background)
+
+
+def selective_search_config(method: str, params: dict, where: str) -> SelectiveSearchConfig:
+    """The selective search a checkpoint was trained with, to compute proposals on the fly.
+
+    ``where`` names the checkpoint in messages. Other methods (e.g. with MultiBox boxes) cannot
+    be recomputed here: they need a cache from tools/propose.py.
+    """
+    if method != SELECTIVE_SEARCH:
+        raise DetectionError(f"{where}: trained on {method!r} proposals, which cannot be computed "
+                             "on the fly; compute them with tools/propose.py and pass --proposals")
+    try:
+        return SelectiveSearchConfig(**params)
+    except TypeError as e:
+        raise DetectionError(f"{where}: unknown selective search parameters {params} ({e}); "
+                             "pass a proposal cache with --proposals") from None
+
+
+def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
+                  cache: ProposalCache | None = None,
+                  config: SelectiveSearchConfig | None = None) -> np.ndarray:
+    """Proposals of one image: read from ``cache`` when given, else selective search.
+
+    ``image`` RGB uint8 ``[H, W, 3]``; ``image_id`` its key in the cache; ``path`` names it in
+    messages. Returns float32 ``[N, 4]`` boxes in the image's pixels, best first, N >= 1; an
+    image without proposals is a DetectionError (nothing could ever be detected in it).
+    """
+    if cache is not None:
+        boxes = cache.load(image_id)
+    else:
+        boxes = selective_search(image, config or SelectiveSearchConfig())
+    if len(boxes) == 0:
+        raise DetectionError(f"{path}: no proposals for this image (is it blank, or smaller than "
+                             "the minimum box side?); remove it or lower min_box_side")
+    return boxes
+
+
+def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache | None = None,
+                config: SelectiveSearchConfig | None = None, apply_exif: bool = False
+                ) -> Iterator[tuple[int | str, str, np.ndarray, np.ndarray]]:
+    """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
+
+    One image at a time, in order. A separate stage on purpose: a prefetching version (reading
+    and proposing the next images while the GPU classifies this one) can replace it as is.
+    ``apply_exif``: rotate to the display orientation (`detector.datasets.read_image`); only
+    for images without annotations or cached proposals, which refer to the stored pixels.
+    """
+    for image_id, path in items:
+        image = read_image(path, apply_exif=apply_exif)
+        yield image_id, path, image, proposals_for(image, image_id, path, cache=cache, config=config)

@@ -1,0 +1,172 @@
+"""tools/detect.py: printed detections, annotated images, results JSON; the default ImageNet
+model; every user error is one line on stderr and exit status 2."""
+import json
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision.models import googlenet
+
+from detector.checkpoint import ModelSpec, save_checkpoint
+from detector.classifier import build_classifier
+from eval.detections import load_results
+from proposals.cache import ProposalCache
+from tools.detect import main
+
+CLASSES = ["red", "blue"]
+# Few, small proposals: selective search capped at 6 boxes per image.
+PROPOSALS = {"method": "selective_search", "params": {"max_boxes": 6, "min_box_side": 8}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine OpenMP threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_image(path, size=(48, 64), shift=0):
+    """A red and a blue rectangle on a noisy grey background, RGB uint8."""
+    image = np.random.default_rng(shift).integers(90, 110, size + (3,), dtype=np.uint8)
+    image[5 + shift:25 + shift, 5:30] = (200, 30, 30)
+    image[20:45, 35:60] = (20, 40, 220)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, quality=95)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """a.pt and b.pt: two 2-class members at input 64; cats.pt: a.pt's weights, other classes;
+    three.pt: claims 3 classes but holds 2-class weights."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        model = build_classifier(2, weights=None, input_size=64)
+        torch.nn.init.normal_(model.cls_score.bias, std=1.0)  # distinct, non-uniform scores
+        save_checkpoint(folder / f"{name}.pt", classes=CLASSES, spec=ModelSpec(2, 64, 4),
+                        state_dict=model.state_dict(), proposals=PROPOSALS)
+    state = torch.load(folder / "a.pt", weights_only=False)["state_dict"]
+    save_checkpoint(folder / "cats.pt", classes=["cat", "dog"], spec=ModelSpec(2, 64, 4),
+                    state_dict=state, proposals=PROPOSALS)
+    save_checkpoint(folder / "three.pt", classes=["a", "b", "c"], spec=ModelSpec(3, 64, 4),
+                    state_dict=state, proposals=PROPOSALS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """single.png, and a folder with a.png and sub/b.jpg."""
+    root = tmp_path_factory.mktemp("images")
+    write_image(root / "single.png", shift=0)
+    write_image(root / "folder" / "a.png", shift=3)
+    write_image(root / "folder" / "sub" / "b.jpg", size=(40, 56), shift=6)
+    return root
+
+
+def test_images_and_folders_give_prints_pictures_and_json(images, checkpoints, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(images / "single.png"), str(images / "folder"), "--checkpoint",
+                 str(checkpoints / "a.pt"), "--out", str(out), "--score-threshold", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "single.png: " in printed and "a.png: " in printed and "b.jpg: " in printed
+    assert "red " in printed or "blue " in printed
+    dets = load_results(out / "detections.json", ["single", "a", "b"], [1, 2], CLASSES)
+    assert set(dets.image_index.tolist()) == {0, 1, 2}
+    assert (dets.scores > 0).all() and (dets.bbox[:, 2:] > 0).all()
+    for name, source in (("single.png", "single.png"), ("a.png", "folder/a.png"),
+                         ("b.jpg", "folder/sub/b.jpg")):
+        with Image.open(out / name) as drawn, Image.open(images / source) as original:
+            assert drawn.size == original.size
+            assert not np.array_equal(np.asarray(drawn), np.asarray(original))  # boxes drawn
+
+
+def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    args = [str(images / "single.png"), "--score-threshold", "1.01",
+            "--checkpoint", str(checkpoints / "a.pt")]
+    assert main(args + ["--out", str(single)]) == 0
+    assert "0 detection(s) shown of" in capsys.readouterr().out  # nothing scores above 1
+    assert main(args + ["--checkpoint", str(checkpoints / "b.pt"), "--out", str(pair)]) == 0
+    one = json.loads((single / "detections.json").read_text())
+    two = json.loads((pair / "detections.json").read_text())
+    assert one and two and [d["score"] for d in one] != [d["score"] for d in two]
+
+
+def random_imagenet_weights(*args, **kwargs):
+    """Random GoogLeNet weights whose fc favours labels 11 and 21 (ImageNet classes 10 and 20):
+    real weights give such peaked softmaxes, while uniform ones (0.001 a class) would all
+    fall under the score threshold."""
+    torch.manual_seed(0)
+    state = googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
+    state["fc.bias"][[10, 20]] = torch.tensor([8.0, 7.0])
+    return state
+
+
+def test_default_model_is_imagenet_googlenet(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", random_imagenet_weights)
+    cache = ProposalCache.create(tmp_path / "cache", "selective_search", {})
+    cache.save("single", np.array([[5, 5, 30, 25], [35, 20, 60, 45]], np.float32))
+    assert main([str(images / "single.png"), "--proposals", str(tmp_path / "cache"),
+                 "--out", str(tmp_path / "out"), "--score-threshold", "0", "--max-per-image", "5"]) == 0
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert len(results) == 4 and {r["category_id"] for r in results} == {11, 21}
+    names = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]
+    printed = capsys.readouterr().out
+    assert all(names[r["category_id"] - 1] in printed for r in results)
+
+
+def offline(*args, **kwargs):
+    raise URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def broken_image(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return [str(tmp_path / "broken.jpg"), "--checkpoint", "{a}"]
+
+
+def empty_cache(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", {})
+    cache.save("single", np.zeros((0, 4), np.float32))
+    return ["{single}", "--checkpoint", "{a}", "--proposals", str(tmp_path / "c")]
+
+
+ERRORS = {
+    "missing checkpoint": (lambda t: ["{single}", "--checkpoint", str(t / "nope.pt")],
+                           "nope.pt: checkpoint not found"),
+    "mismatched ensemble": (lambda t: ["{single}", "--checkpoint", "{a}", "--checkpoint", "{cats}"],
+                            "cats.pt: its classes differ"),
+    "weights that do not fit": (lambda t: ["{single}", "--checkpoint", "{three}"],
+                                "three.pt: weights do not fit"),
+    "unreadable image": (broken_image, "cannot decode image"),
+    "no proposals": (empty_cache, "single.png: no proposals"),
+    "missing input": (lambda t: [str(t / "nope.jpg"), "--checkpoint", "{a}"], "no such image file"),
+    "no weights download": (lambda t: ["{single}"], "cannot download torchvision's ImageNet GoogLeNet"),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_user_errors_are_one_line_and_exit_2(case, images, checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    make_args, message = ERRORS[case]
+    names = {"single": images / "single.png",
+             **{k: checkpoints / f"{k}.pt" for k in ("a", "cats", "three")}}
+    args = [a.format(**names) for a in make_args(tmp_path)] + ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("detect:")]  # tqdm's bar
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    if case == "no weights download":
+        assert "--checkpoint" in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_without_a_gpu(images, checkpoints, capsys):
+    assert main([str(images / "single.png"), "--checkpoint", str(checkpoints / "a.pt"),
+                 "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

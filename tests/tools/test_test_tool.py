@@ -1,0 +1,120 @@
+"""tools/test.py on a tiny generated VOC folder: detections JSON, evaluation table, class
+mapping by name, errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tools.test
+from detector.checkpoint import ModelSpec, save_checkpoint
+from detector.classifier import build_classifier
+from detector.datasets import load_dataset
+from eval.detections import load_results
+from proposals.cache import ProposalCache
+from tools.evaluate import main as evaluate_main
+from tools.test import main
+
+# The checkpoint lists its classes in another order than the dataset (sorted: blue, red).
+CLASSES = ["red", "blue"]
+RED, BLUE = (5, 5, 30, 25), (35, 20, 60, 45)  # x1, y1, x2, y2 in pixels of the 64 x 48 images
+PROPOSALS = {"method": "selective_search", "params": {"max_boxes": 5, "min_box_side": 8}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine OpenMP threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    """Three images with a red and a blue box each, and their VOC XMLs (1-based, inclusive)."""
+    root = tmp_path_factory.mktemp("voc")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image = rng.integers(90, 110, (48, 64, 3), dtype=np.uint8)
+        image[RED[1]:RED[3], RED[0]:RED[2]] = (200, 30, 30)
+        image[BLUE[1]:BLUE[3], BLUE[0]:BLUE[2]] = (20, 40, 220)
+        Image.fromarray(image).save(root / f"im{i}.png")
+        objects = "".join(
+            f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            for name, (x1, y1, x2, y2) in (("red", RED), ("blue", BLUE)))
+        (root / f"im{i}.xml").write_text(
+            f"<annotation><filename>im{i}.png</filename><size><width>64</width><height>48</height>"
+            f"</size>{objects}</annotation>")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.manual_seed(0)
+    model = build_classifier(2, weights=None, input_size=64)
+    save_checkpoint(path, classes=CLASSES, spec=ModelSpec(2, 64, 4), state_dict=model.state_dict(),
+                    proposals=PROPOSALS)
+    return path
+
+
+def test_runs_the_split_and_prints_the_table(voc, checkpoint, tmp_path, capsys):
+    dets, res = tmp_path / "dets.json", tmp_path / "res.json"
+    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--out", str(dets),
+                 "--json", str(res)]) == 0
+    printed = capsys.readouterr().out
+    assert "voc mAP:" in printed and "blue" in printed and "red" in printed
+    result = json.loads(res.read_text())
+    assert set(result) == {"protocol", "mAP", "per_class"} and result["protocol"] == "voc"
+    assert set(result["per_class"]) == {"red", "blue"}
+    # The detections JSON is a COCO results list of this dataset, and evaluating it alone gives
+    # the same numbers.
+    dataset = load_dataset(voc)
+    found = load_results(dets, [r.image_id for r in dataset.images], dataset.category_ids,
+                         dataset.classes)
+    assert len(found) > 0 and set(found.image_index.tolist()) == {0, 1, 2}
+    assert evaluate_main(["--gt", str(voc), "--detections", str(dets),
+                          "--json", str(tmp_path / "again.json")]) == 0
+    assert json.loads((tmp_path / "again.json").read_text()) == result
+
+
+def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypatch, capsys):
+    """A detector that returns its proposals (here exactly the ground truth), labelled in the
+    checkpoint's order (red = 1, blue = 2), must score AP 100: the dataset's order is the
+    reverse, so mapping by position would give 0."""
+    cache = ProposalCache.create(tmp_path / "cache", "selective_search", {})
+    for i in range(3):
+        cache.save(f"im{i}", np.array([RED, BLUE], np.float32))
+
+    def oracle(ensemble, image, proposals, device, batch_size, max_per_image):
+        return proposals, np.array([0.9, 0.8], np.float32), np.array([1, 2])
+
+    monkeypatch.setattr(tools.test, "run_detector", oracle)
+    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
+                 str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "d.json"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["protocol"] == "voc07" and result["per_class"] == {"blue": 1.0, "red": 1.0}
+    assert "voc07 mAP: 100.00" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_exit_2(voc, checkpoint, tmp_path, capsys):
+    other = tmp_path / "cats.pt"
+    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    save_checkpoint(other, classes=["cat", "red"], spec=ModelSpec(2, 64, 4), state_dict=state,
+                    proposals=PROPOSALS)
+    ProposalCache.create(tmp_path / "empty", "selective_search", {})
+    cases = [
+        (["--checkpoint", str(other)], "cats.pt: class 'cat'"),
+        (["--checkpoint", str(checkpoint), "--proposals", str(tmp_path / "empty")],
+         "no proposals for image 'im0'"),
+        (["--checkpoint", str(tmp_path / "nope.pt")], "nope.pt: checkpoint not found"),
+    ]
+    for args, message in cases:
+        assert main(["--gt", str(voc), "--out", str(tmp_path / "d.json")] + args) == 2
+        err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("test:")]
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "d.json").exists()

@@ -1,0 +1,120 @@
+"""Run a trained detector over a dataset split and evaluate it.
+
+    python tools/test.py --gt ../shared/data/raccoon_voc --split test \\
+        --checkpoint runs/raccoon/last.pt --proposals cache/raccoon --out dets.json
+    python tools/test.py --gt instances_val2017.json --images val2017/ \\
+        --checkpoint a.pt --checkpoint b.pt --proposals cache/coco_val --json results.json
+
+Writes the detections (a COCO results list, the dataset's own image and category ids) to
+--out, then evaluates them exactly as ``tools/evaluate.py --detections OUT`` would and prints
+its table. Proposals come from --proposals (a tools/propose.py cache of this dataset) or are
+computed on the fly with the checkpoint's selective search settings (slow: ~0.5 s an image).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from tqdm import tqdm
+
+from detector.datasets import Dataset, load_dataset
+from detector.errors import DetectionError
+from detector.fileio import write_atomic
+from detector.pipeline import Ensemble, iter_inputs, load_ensemble
+from eval.detections import to_results
+from eval.evaluate import PROTOCOLS
+from tools.detect import pick_device, proposal_source, run_detector
+from tools.evaluate import format_table
+from tools.evaluate import run as evaluate_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", required=True,
+                   help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
+                        "JPEGImages/), or a folder of VOC/ILSVRC XML files")
+    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+                   help="a checkpoint of tools/train.py; repeat it for an ensemble (softmax averaged)")
+    p.add_argument("--images", help="image folder (COCO image root, or where the XMLs' images are)")
+    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
+                                     "lines 'synset index name'")
+    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
+    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids")
+    p.add_argument("--proposals", metavar="CACHE",
+                   help="proposal cache of this dataset from tools/propose.py (default: compute "
+                        "selective search on the fly as the checkpoint was trained)")
+    p.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto",
+                   help="coco, voc07, voc or ilsvrc; auto: coco for a JSON ground truth, ilsvrc "
+                        "for a synset class map, voc otherwise")
+    p.add_argument("--out", default="detections.json",
+                   help="write the detections here (COCO results JSON; default detections.json)")
+    p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when present (with bf16 autocast), else CPU")
+    p.add_argument("--max-per-image", type=int, default=100,
+                   help="keep at most this many detections per image (default 100, COCO's maxDets)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="regions classified at once (bounds memory; default 256)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except DetectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.max_per_image < 1 or args.batch_size < 1:
+        raise DetectionError("--max-per-image and --batch-size must be at least 1")
+    dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
+                           blacklist=args.blacklist, split=args.split)
+    device = pick_device(args.device)
+    ensemble = load_ensemble(args.checkpoint, device)
+    category_ids = dataset_category_ids(ensemble, dataset, args.checkpoint[0])
+    cache, config = proposal_source(args.proposals, ensemble, args.checkpoint)
+    items = [(record.image_id, record.file_name) for record in dataset.images]
+    results = []
+    # Stored pixels (no EXIF rotation): the ground truth and cached proposals refer to them.
+    inputs = iter_inputs(items, cache=cache, config=config)
+    for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc="test", unit="img"):
+        boxes, scores, labels = run_detector(ensemble, image, proposals, device, args.batch_size,
+                                             args.max_per_image)
+        results += to_results(image_id, category_ids, boxes, scores, labels)
+    write_atomic(args.out, json.dumps(results) + "\n")
+    print(f"wrote {len(results)} detections of {len(items)} images to {args.out}")
+    # Evaluate the file just written, as tools/evaluate.py would: the numbers can be reproduced
+    # from it alone.
+    result = evaluate_run(argparse.Namespace(**vars(args), detections=args.out))
+    print(format_table(result))
+    if args.json:
+        write_atomic(args.json, json.dumps(result.to_json(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+
+
+def dataset_category_ids(ensemble: Ensemble, dataset: Dataset, checkpoint: str) -> list[int]:
+    """The dataset's category id of each checkpoint class (label ``i`` -> ``ids[i - 1]``).
+
+    Classes are matched by name, so a checkpoint trained on the same classes in another order
+    still maps right; a class the dataset lacks is an error naming it.
+    """
+    by_name = dict(zip(dataset.classes, dataset.category_ids))
+    missing = [name for name in ensemble.classes if name not in by_name]
+    if missing:
+        source = dataset.source or "the dataset"
+        raise DetectionError(f"{checkpoint}: class {missing[0]!r} ({len(missing)} of "
+                             f"{len(ensemble.classes)} classes) is not among {source}'s classes "
+                             f"({', '.join(dataset.classes[:5])}, ...); test on the dataset the "
+                             "model was trained for, or pass its --classes list")
+    return [by_name[name] for name in ensemble.classes]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
