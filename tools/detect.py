@@ -25,8 +25,9 @@ import torch
 from tqdm import tqdm
 
 from detector.errors import DetectionError
+from detector.evaluation import detect_array
 from detector.fileio import write_atomic
-from detector.pipeline import (Ensemble, detect, imagenet_ensemble, iter_inputs, load_ensemble,
+from detector.pipeline import (Ensemble, imagenet_ensemble, iter_inputs, load_ensemble,
                                selective_search_config)
 from eval.detections import to_results
 from proposals.cache import ProposalCache
@@ -123,13 +124,19 @@ def list_images(inputs: list[str]) -> list[tuple[str, str]]:
     return items
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DetectionError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` means this process's GPU (torchrun's
+    LOCAL_RANK); asking for CUDA without a GPU is an error."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DetectionError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def load_model(checkpoints: list[str], device: torch.device) -> Ensemble:
@@ -161,13 +168,9 @@ def proposal_source(cache_dir: str | None, ensemble: Ensemble, checkpoints: list
 def run_detector(ensemble: Ensemble, image: np.ndarray, proposals: np.ndarray,
                  device: torch.device, batch_size: int, max_per_image: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`detect` on ``device`` (bf16 autocast on CUDA); results as CPU arrays."""
-    pixels = torch.from_numpy(image).permute(2, 0, 1).to(device)  # uint8 [3, H, W]: 4x less to copy
-    boxes, scores, labels = detect(
-        pixels, torch.from_numpy(proposals), ensemble.members, input_size=ensemble.spec.input_size,
-        context_pad=ensemble.spec.context_pad, batch_size=batch_size, max_per_image=max_per_image,
-        autocast=torch.bfloat16 if device.type == "cuda" else None)
-    return boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
+    """The ensemble's detections on one image, as CPU arrays (see `detect_array`)."""
+    return detect_array(ensemble.members, ensemble.spec, image, proposals, device, batch_size,
+                        max_per_image)
 
 
 def format_detections(path: str, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,

@@ -28,9 +28,11 @@ from detector.classifier import build_classifier
 from detector.config import from_dict, load_config, to_dict
 from detector.datasets import Dataset, load_dataset
 from detector.errors import DetectionError
+from detector.evaluation import evaluate_model
 from detector.training import (RegionBatches, capture_rng, collate, restore_rng,
                                train_one_epoch)
 from proposals.cache import ProposalCache
+from tools.detect import pick_device
 
 
 @dataclass(frozen=True)
@@ -172,19 +174,6 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DetectionError(f"--device {name}: CUDA is not available here; use --device cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
 def open_cache(root: str, dataset: Dataset) -> ProposalCache:
     """The proposal cache, with every training image in it (else: the command that fills it)."""
     if not root:
@@ -240,7 +229,6 @@ def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, 
     every = config.solver.eval_every
     if not every or not config.data.val_split or (epoch % every and epoch != config.solver.epochs):
         return {}
-    from detector.evaluation import evaluate_model  # torch + eval; imported only when used
     val = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
                        split=config.data.val_split)
     result = evaluate_model([model], val, ProposalCache.open(config.data.proposals), spec, device,

@@ -101,3 +101,28 @@ def test_config_errors_are_one_line(tiny, tmp_path, capsys):
     assert "not a proposal cache" in capsys.readouterr().err
     assert train(["--resume", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
+    """The tiny config end to end: proposals (fixture), two training iterations with validation,
+    tools/detect.py on an image, tools/test.py on the dataset (same numbers as evaluate.py)."""
+    from tools.detect import main as detect
+    from tools.evaluate import main as evaluate
+    from tools.test import main as test
+
+    (tmp_path / "val.txt").write_text("im2\nim3\n")
+    assert run(tiny, tmp_path / "run", "--set", "solver.epochs=1", "--set", "solver.eval_every=1",
+               "--set", f"data.val_split={tmp_path / 'val.txt'}") == 0
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[-1] == "val_mAP" and rows[1].split(",")[-1] != ""
+    ckpt = str(tmp_path / "run" / "last.pt")
+    assert detect([str(tiny / "im0.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "det"),
+                   "--device", "cpu", "--score-threshold", "0"]) == 0
+    assert (tmp_path / "det" / "detections.json").exists() and (tmp_path / "det" / "im0.png").exists()
+    assert test(["--gt", str(tiny), "--checkpoint", ckpt, "--proposals", str(tiny / "cache"),
+                 "--out", str(tmp_path / "dets.json"), "--json", str(tmp_path / "res.json"),
+                 "--protocol", "voc", "--device", "cpu"]) == 0
+    assert evaluate(["--gt", str(tiny), "--detections", str(tmp_path / "dets.json"),
+                     "--protocol", "voc", "--json", str(tmp_path / "again.json")]) == 0
+    assert (tmp_path / "res.json").read_text() == (tmp_path / "again.json").read_text()
+    assert "voc mAP" in capsys.readouterr().out
