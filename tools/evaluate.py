@@ -39,24 +39,34 @@ COCO_STAT_NAMES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gt", required=True,
+def add_dataset_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--gt, --images, --classes, --blacklist, --split: what `load_dataset` takes (shared by tools)."""
+    p.add_argument("--gt", required=required,
                    help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
                         "JPEGImages/), or a folder of VOC/ILSVRC XML files")
-    p.add_argument("--detections", required=True,
-                   help="COCO results JSON: a list of {image_id, category_id or category_name, "
-                        "bbox [x, y, w, h], score}")
+    p.add_argument("--images", help="image folder (COCO image root, or where the XMLs' images are)")
+    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
+                                     "lines 'synset index name' (default: the sorted names found)")
+    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
+    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids "
+                                   "(.txt, or .csv with a filename column)")
+
+
+def add_protocol_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto",
                    help="coco (AP@[.5:.95], 12 stats), voc07 (11-point), voc (all-point), "
                         "ilsvrc (small-object IoU rule); auto: coco for a JSON ground truth, "
                         "ilsvrc for a synset class map, voc otherwise")
-    p.add_argument("--images", help="image folder (where the ground truth needs one to find image sizes)")
-    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
-                                     "lines 'synset index name' (default: the sorted names found)")
-    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
-    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arguments(p)
+    p.add_argument("--detections", required=True,
+                   help="COCO results JSON: a list of {image_id, category_id or category_name, "
+                        "bbox [x, y, w, h], score}")
+    add_protocol_argument(p)
     p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")
     p.add_argument("--plot", metavar="FILE.png", help="draw precision-recall curves (needs matplotlib)")
     return p

@@ -24,31 +24,21 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.pipeline import Ensemble, iter_inputs, load_ensemble
 from eval.detections import to_results
-from eval.evaluate import PROTOCOLS
 from tools.detect import pick_device, proposal_source, run_detector
-from tools.evaluate import format_table
+from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
 from tools.evaluate import run as evaluate_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gt", required=True,
-                   help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
-                        "JPEGImages/), or a folder of VOC/ILSVRC XML files")
+    add_dataset_arguments(p)
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help="a checkpoint of tools/train.py; repeat it for an ensemble (softmax averaged)")
-    p.add_argument("--images", help="image folder (COCO image root, or where the XMLs' images are)")
-    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
-                                     "lines 'synset index name'")
-    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
-    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids")
     p.add_argument("--proposals", metavar="CACHE",
                    help="proposal cache of this dataset from tools/propose.py (default: compute "
                         "selective search on the fly as the checkpoint was trained)")
-    p.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto",
-                   help="coco, voc07, voc or ilsvrc; auto: coco for a JSON ground truth, ilsvrc "
-                        "for a synset class map, voc otherwise")
+    add_protocol_argument(p)
     p.add_argument("--out", default="detections.json",
                    help="write the detections here (COCO results JSON; default detections.json)")
     p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")

@@ -27,14 +27,7 @@ PROPOSALS = np.array([[x, y, x + 16 + 2 * i, y + 18] for i, (x, y) in
 EVERYTHING = dict(score_threshold=0.0, nms_iou=1.0, max_per_image=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine OpenMP threads wait on each other (measured
-    15x slower than one thread for these tiny batches)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def member(seed: int, box_regression: bool = False):

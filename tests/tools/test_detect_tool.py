@@ -21,13 +21,7 @@ CLASSES = ["red", "blue"]
 PROPOSALS = {"method": "selective_search", "params": {"max_boxes": 6, "min_box_side": 8}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_image(path, size=(48, 64), shift=0):

@@ -22,13 +22,7 @@ RED, BLUE = (5, 5, 30, 25), (35, 20, 60, 45)  # x1, y1, x2, y2 in pixels of the 
 PROPOSALS = {"method": "selective_search", "params": {"max_boxes": 5, "min_box_side": 8}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from tools.propose import main as propose
 from tools.train import main as train
 
 CLASSES = ("red", "blue")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
