@@ -48,18 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint of tools/train.py; repeat it for an ensemble (softmax averaged). "
                         "Default: torchvision's ImageNet GoogLeNet (1,000 classes, downloaded once)")
     p.add_argument("--out", default="detections", help="output folder (default: detections/)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA when present (with bf16 autocast), else CPU")
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="print and draw detections scoring at least this (the JSON keeps all)")
-    p.add_argument("--max-per-image", type=int, default=100,
-                   help="keep at most this many detections per image (default 100)")
     p.add_argument("--proposals", metavar="CACHE",
                    help="read proposals from this tools/propose.py cache (key: the file's stem) "
                         "instead of computing them")
+    add_inference_arguments(p)
+    return p
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """--device, --max-per-image, --batch-size (shared with tools/test.py)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when present (with bf16 autocast), else CPU")
+    p.add_argument("--max-per-image", type=int, default=100,
+                   help="keep at most this many detections per image (default 100, COCO's maxDets)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="regions classified at once (bounds memory; default 256)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

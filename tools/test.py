@@ -24,7 +24,7 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.pipeline import Ensemble, iter_inputs, load_ensemble
 from eval.detections import to_results
-from tools.detect import pick_device, proposal_source, run_detector
+from tools.detect import add_inference_arguments, pick_device, proposal_source, run_detector
 from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
 from tools.evaluate import run as evaluate_run
 
@@ -42,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="detections.json",
                    help="write the detections here (COCO results JSON; default detections.json)")
     p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA when present (with bf16 autocast), else CPU")
-    p.add_argument("--max-per-image", type=int, default=100,
-                   help="keep at most this many detections per image (default 100, COCO's maxDets)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="regions classified at once (bounds memory; default 256)")
+    add_inference_arguments(p)
     return p
 
 
