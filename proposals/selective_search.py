@@ -4,19 +4,19 @@ Pipeline for one image: resize a working copy so that its longer side is at most
 for each colour space and each graph-segmentation scale k, over-segment the copy
 (Felzenszwalb-Huttenlocher, OpenCV contrib's implementation) and group the regions
 hierarchically under each similarity strategy (`proposals.grouping`); pool the regions of all
-hierarchies, rank them as the paper does, drop duplicates and small boxes, map the boxes back
-to the original pixels.
+hierarchies, rank them as the paper does, drop duplicates, near-duplicates and small boxes, and
+map the boxes back to the original pixels.
 
 GoogLeNet's "superpixel size x2" is ``superpixel_scale=2``: k and the minimum region size both
 doubled, which roughly halves the number of proposals.
 
-Cost (measured on the project's 2-core machine, see BENCHMARKS.md): about 0.4 s of one core
-per 500 x 375 image in fast mode, and a few tens of MB. An 8000 x 6000 photo with the default
-``max_side=500`` costs the same plus one resize (~0.1 s), since only the 500 x 375 copy is
-segmented. With ``max_side=None`` everything scales with the pixel count: 256x the pixels of
-a 500 x 375 copy, i.e. minutes of CPU and several GB of memory (OpenCV's graph segmentation
-keeps 4 edges of 12 bytes per pixel plus a float copy of the image, ~3 GB, and the grouping
-holds a few int64 maps of the image, ~400 MB each); prefer a max_side.
+Cost, one core of the project's 2-core machine (BENCHMARKS.md): fast mode ~0.6 s per photo of
+500 px (of which ~0.55 s are the four graph segmentations), a few tens of MB; quality mode
+~2.5 s. An 8000 x 6000 photo with the default ``max_side=500`` costs the same plus one
+area-resize (~0.1 s) and ~40 MB above its own 144 MB (tested): only the 500 x 375 copy is
+segmented. ``max_side=None`` grows at least with the pixel count: measured 4.6 s / 74 MB at
+1000 x 750 and 25 s / 230 MB at 2000 x 1500 (a textured image), so 8000 x 6000 (16x more
+pixels again) needs roughly 7+ minutes of CPU and ~4 GB; use a max_side.
 """
 from __future__ import annotations
 

@@ -160,12 +160,12 @@ def test_near_duplicate_filter_matches_a_reference() -> None:
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 100, (60, 2))
     base = np.concatenate([base, base + rng.uniform(10, 60, (60, 2))], axis=1)
-    boxes = np.round(base[rng.integers(0, 60, 600)] + rng.normal(0, 1.5, (600, 4)), 1)
+    boxes = np.round(base[rng.integers(0, 60, 600)] + rng.normal(0, 0.5, (600, 4)), 1)
     boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
     boxes = boxes.astype(np.float32)
     got = _drop_near_duplicates(boxes, 0.9)
     np.testing.assert_array_equal(got, reference_near_duplicates(boxes, 0.9))
-    assert 60 <= len(got) < 400
+    assert 60 <= len(got) < 200  # many suppressed, yet at least one per original box
 
 
 def test_no_two_proposals_are_near_duplicates() -> None:
