@@ -17,7 +17,7 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -666,8 +666,9 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
                              "of VOC/ILSVRC XMLs")
     is_map = classes is not None and _is_class_map(classes)
     if path.is_file() and path.suffix.lower() == ".json":
-        _reject_options("COCO JSON", classes=classes, blacklist=blacklist, split=split)
-        return load_coco(path, images)
+        _reject_options("COCO JSON", classes=classes, blacklist=blacklist)
+        dataset = load_coco(path, images)
+        return dataset if split is None else _coco_subset(dataset, split)
     if path.is_file():
         raise DetectionError(f"{gt}: not a .json file; pass COCO JSON or a folder of XMLs")
     if (path / "Annotations").is_dir() and not is_map:
@@ -681,6 +682,21 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
         return load_ilsvrc(ann_dir, classes, images, split, blacklist)
     _reject_options("a folder of VOC XMLs", blacklist=blacklist)
     return load_voc_folder(path, images, classes, split_file=split)
+
+
+def _coco_subset(dataset: Dataset, split: PathLike) -> Dataset:
+    """The images of a COCO dataset that a split file names, by image id or by file name."""
+    wanted = [image_id for image_id, _ in _read_split(split)]
+    by_key: dict[str, int] = {}
+    for i, record in enumerate(dataset.images):
+        by_key[str(record.image_id)] = i
+        by_key.setdefault(_strip_ext(Path(record.file_name).name), i)
+    missing = [w for w in wanted if w not in by_key]
+    if missing:
+        raise DetectionError(f"{split}: image {missing[0]!r} is not in {dataset.source} "
+                             f"({len(missing)} such entries); list COCO image ids or file names")
+    keep = sorted({by_key[w] for w in wanted})
+    return replace(dataset, images=tuple(dataset.images[i] for i in keep))
 
 
 def _reject_options(kind: str, **options: object) -> None:

@@ -532,3 +532,20 @@ def test_coco_eval_instances_match_pycocotools():
     np.testing.assert_array_equal(inst.ann_area, [a["area"] for a in anns])
     assert inst.image_ids[inst.ann_image].tolist() == [a["image_id"] for a in anns]
     assert inst.category_ids[inst.ann_label - 1].tolist() == [a["category_id"] for a in anns]
+
+
+def test_coco_split_by_id_or_file_name(tmp_path):
+    """A split file selects COCO images by id or by file name; unknown entries are errors."""
+    from detector.datasets import load_dataset
+
+    gt = {"images": [{"id": i, "width": 10, "height": 10, "file_name": f"{i:012d}.jpg"} for i in (3, 1, 2)],
+          "categories": [{"id": 5, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 2, "category_id": 5, "bbox": [1, 1, 3, 3], "area": 9}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "split.txt").write_text("3\n000000000002.jpg\n")
+    subset = load_dataset(tmp_path / "gt.json", split=str(tmp_path / "split.txt"))
+    assert [r.image_id for r in subset.images] == [2, 3]
+    assert len(subset.images[0].boxes) == 1 and subset.classes == ("a",)
+    (tmp_path / "bad.txt").write_text("7\n")
+    with pytest.raises(DetectionError, match="bad.txt.*'7'"):
+        load_dataset(tmp_path / "gt.json", split=str(tmp_path / "bad.txt"))
