@@ -1,6 +1,6 @@
 """The proposal cache: one file of boxes per image under a folder whose manifest names the method.
 
-    CACHE/manifest.json        {"format": 1, "method": ..., "params": {...}}
+    CACHE/manifest.json        {"format": 1, "method": ..., "params": {...}, "version": ...}
     CACHE/boxes/<image>.npy    float32 [N, 4] (x1, y1, x2, y2) in the original image's pixels
     CACHE/failed/<image>.json  {"image": ..., "reason": ...} for an image that could not be done
 
@@ -29,15 +29,17 @@ FORMAT_VERSION = 1
 class ProposalCache:
     """Read and write the proposals of one method and parameter set under ``root``."""
 
-    def __init__(self, root: str | os.PathLike, method: str, params: dict):
+    def __init__(self, root: str | os.PathLike, method: str, params: dict, version: int | None = None):
         self.root = Path(root)
         self.method = method
         self.params = _normalise(params)
+        self.version = version  # of the algorithm: a changed algorithm must not reuse old boxes
 
     @classmethod
-    def create(cls, root: str | os.PathLike, method: str, params: dict) -> "ProposalCache":
+    def create(cls, root: str | os.PathLike, method: str, params: dict,
+               version: int | None = None) -> "ProposalCache":
         """Open ``root`` for writing, making it if needed; an existing cache must match."""
-        cache = cls(root, method, params)
+        cache = cls(root, method, params, version)
         manifest = cache.root / "manifest.json"
         if not manifest.exists():
             (cache.root / "boxes").mkdir(parents=True, exist_ok=True)
@@ -48,8 +50,8 @@ class ProposalCache:
 
     @classmethod
     def open(cls, root: str | os.PathLike, method: str | None = None,
-             params: dict | None = None) -> "ProposalCache":
-        """Open an existing cache for reading; where given, method and params must match it."""
+             params: dict | None = None, version: int | None = None) -> "ProposalCache":
+        """Open an existing cache for reading; where given, method, params and version must match."""
         manifest = Path(root) / "manifest.json"
         try:
             stored = json.loads(manifest.read_text(encoding="utf-8"))
@@ -60,21 +62,25 @@ class ProposalCache:
             raise DetectionError(f"{manifest}: unreadable cache manifest ({e}); delete the cache "
                                  "and compute it again") from None
         cache = cls(root, method or stored.get("method"),
-                    params if params is not None else stored.get("params", {}))
+                    params if params is not None else stored.get("params", {}),
+                    version if version is not None else stored.get("version"))
         cache._check_manifest(stored)
         return cache
 
     def _manifest(self) -> dict:
-        return {"format": FORMAT_VERSION, "method": self.method, "params": self.params}
+        return {"format": FORMAT_VERSION, "method": self.method, "params": self.params,
+                "version": self.version}
 
     def _check_manifest(self, stored: dict | None = None) -> None:
         manifest = self.root / "manifest.json"
         if stored is None:
             stored = json.loads(manifest.read_text(encoding="utf-8"))
+        stored = {"version": None, **stored}  # caches written before versions existed
         if stored != self._manifest():
             raise DetectionError(
-                f"{manifest}: this cache holds {stored.get('method')} proposals with parameters "
-                f"{stored.get('params')}, not {self.method} with {self.params}; choose another "
+                f"{manifest}: this cache holds {stored.get('method')} (version "
+                f"{stored.get('version')}) proposals with parameters {stored.get('params')}, not "
+                f"{self.method} (version {self.version}) with {self.params}; choose another "
                 "cache folder, or delete this one to recompute")
 
     def box_path(self, image_id: int | str) -> Path:

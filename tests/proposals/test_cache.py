@@ -74,3 +74,12 @@ def test_bad_shape_is_refused_on_save(tmp_path):
     cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
     with pytest.raises(ValueError):
         cache.save("a", np.ones((3, 5)))
+
+
+def test_an_algorithm_version_change_is_refused(tmp_path):
+    ProposalCache.create(tmp_path / "c", "selective_search", PARAMS, version=1)
+    assert ProposalCache.open(tmp_path / "c").version == 1
+    with pytest.raises(DetectionError, match="version 1.*version 2"):
+        ProposalCache.create(tmp_path / "c", "selective_search", PARAMS, version=2)
+    ProposalCache.create(tmp_path / "d", "selective_search", PARAMS)  # unversioned still opens
+    assert ProposalCache.open(tmp_path / "d", "selective_search", PARAMS).version is None
