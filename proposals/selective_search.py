@@ -53,6 +53,9 @@ MODES = {
     "quality": _Diversification(("hsv", "lab", "rgi", "h", "i"), (50, 100, 150, 300),
                                 (CTSF, TSF, F, S)),
 }
+# Bump when a change alters the boxes for the same config: proposal caches record it and refuse
+# to mix versions.
+ALGORITHM_VERSION = 1
 GRAPH_SIGMA = 0.8  # Gaussian smoothing of the graph segmentation, the paper's value
 # A box overlapping a better-ranked one by at least this IoU is dropped: such pairs differ by a
 # few pixels per side, the same crop to a region classifier that warps each box with 16 px of

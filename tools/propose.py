@@ -28,7 +28,7 @@ from detector.datasets import Dataset, load_dataset, read_image
 from detector.errors import DetectionError
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
-from proposals.selective_search import SelectiveSearchConfig, selective_search
+from proposals.selective_search import ALGORITHM_VERSION, SelectiveSearchConfig, selective_search
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 METHOD = "selective_search"
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     dataset, jobs = list_jobs(args)
-    cache = ProposalCache.create(args.out, METHOD, asdict(config))
+    cache = ProposalCache.create(args.out, METHOD, asdict(config), ALGORITHM_VERSION)
     rank, world = shard()
     mine = jobs[rank::world]
     todo = [job for job in mine if job.image_id not in cache]
