@@ -69,8 +69,12 @@ class RegionBatches(torch.utils.data.Dataset):
         """Fix the image order of ``epoch`` (call before iterating a new loader)."""
         self.epoch = epoch
         order = torch.randperm(len(self.records), generator=self._generator(epoch, -1))
-        batches = order.split(self.images_per_batch)
-        self.batches = [b.tolist() for b in batches][self.rank::self.world]
+        batches = [b.tolist() for b in order.split(self.images_per_batch)]
+        # Every rank must run the same number of steps (DDP synchronises each one): wrap around
+        # to the first batches of the epoch to fill the last round.
+        rounds = -(-len(batches) // self.world)
+        batches = (batches * 2)[:rounds * self.world] if batches else []
+        self.batches = batches[self.rank::self.world]
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -43,3 +43,24 @@ def test_sampling_counts_fill_and_determinism():
     assert len(short) == 128 and (torch.tensor([1] * 3 + [0] * 300)[short] > 0).sum() == 3
     again = sample_regions(labels, 32, 96, torch.Generator().manual_seed(0))
     assert torch.equal(idx, again)
+
+
+def test_ranks_get_equal_disjoint_shares_of_each_epoch(tmp_path):
+    """DDP: every rank runs the same number of batches; together they cover every image."""
+    import numpy as np
+
+    from detector.datasets import ImageRecord
+    from detector.training import RegionBatches
+
+    records = [ImageRecord(i, f"{i}.png", 10, 10, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                           np.zeros(0, bool), np.zeros(0, bool), np.zeros(0)) for i in range(7)]
+    shares = [RegionBatches(records, cache=None, seed=3, images_per_batch=2, regions_per_batch=4,
+                            rank=r, world=3) for r in range(3)]
+    for share in shares:
+        share.set_epoch(5)
+    assert [len(s) for s in shares] == [2, 2, 2]  # 4 batches of the epoch, wrapped to 6
+    seen = {i for s in shares for b in s.batches for i in b}
+    assert seen == set(range(7))
+    single = RegionBatches(records, cache=None, seed=3, images_per_batch=2, regions_per_batch=4)
+    single.set_epoch(5)
+    assert len(single) == 4 and sorted(i for b in single.batches for i in b) == list(range(7))
