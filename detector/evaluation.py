@@ -14,6 +14,7 @@ from eval.detections import load_results, to_results
 from eval.evaluate import evaluate
 from eval.results import EvalResult
 from proposals.cache import ProposalCache
+from proposals.selective_search import SelectiveSearchConfig
 
 
 def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.ndarray,
@@ -30,15 +31,22 @@ def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.
 
 
 def detect_records(members: Sequence[torch.nn.Module], spec: ModelSpec,
-                   records: Sequence[ImageRecord], cache: ProposalCache, device: torch.device,
-                   category_ids: Sequence[int], progress: str | None = "detect") -> list[dict]:
-    """COCO results (``category_id`` from ``category_ids[label - 1]``) for every record."""
+                   records: Sequence[ImageRecord], cache: ProposalCache | None,
+                   device: torch.device, category_ids: Sequence[int], *,
+                   config: SelectiveSearchConfig | None = None, batch_size: int = 256,
+                   max_per_image: int = 100, progress: str | None = "detect") -> list[dict]:
+    """COCO results (``category_id`` from ``category_ids[label - 1]``) for every record.
+
+    Proposals come from ``cache``, or are computed with ``config`` where there is none. Images
+    are read in their stored pixels (no EXIF rotation): ground truth and caches refer to them.
+    """
     items = [(r.image_id, r.file_name) for r in records]
     results: list[dict] = []
-    inputs = iter_inputs(items, cache=cache)
+    inputs = iter_inputs(items, cache=cache, config=config)
     for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc=progress, unit="img",
-                                              disable=progress is None, leave=False):
-        boxes, scores, labels = detect_array(members, spec, image, proposals, device)
+                                              disable=progress is None):
+        boxes, scores, labels = detect_array(members, spec, image, proposals, device, batch_size,
+                                             max_per_image)
         results += to_results(image_id, category_ids, boxes, scores, labels)
     return results
 

@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> None:
     # stored pixel grid.
     inputs = iter_inputs(items, cache=cache, config=config, apply_exif=cache is None)
     for image_id, path, image, proposals in tqdm(inputs, total=len(items), desc="detect", unit="img"):
-        boxes, scores, labels = run_detector(ensemble, image, proposals, device, args.batch_size,
-                                             args.max_per_image)
+        boxes, scores, labels = detect_array(ensemble.members, ensemble.spec, image, proposals,
+                                             device, args.batch_size, args.max_per_image)
         results += to_results(image_id, range(1, len(ensemble.classes) + 1), boxes, scores, labels)
         shown = scores >= args.score_threshold
         tqdm.write(format_detections(path, ensemble.classes, boxes[shown], scores[shown],
@@ -168,14 +168,6 @@ def proposal_source(cache_dir: str | None, ensemble: Ensemble, checkpoints: list
         return cache, None
     where = checkpoints[0] if checkpoints else "the ImageNet model"
     return None, selective_search_config(ensemble.proposal_method, ensemble.proposal_params, where)
-
-
-def run_detector(ensemble: Ensemble, image: np.ndarray, proposals: np.ndarray,
-                 device: torch.device, batch_size: int, max_per_image: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ensemble's detections on one image, as CPU arrays (see `detect_array`)."""
-    return detect_array(ensemble.members, ensemble.spec, image, proposals, device, batch_size,
-                        max_per_image)
 
 
 def format_detections(path: str, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,

@@ -17,14 +17,13 @@ import json
 import sys
 
 import torch
-from tqdm import tqdm
 
 from detector.datasets import Dataset, load_dataset
 from detector.errors import DetectionError
 from detector.fileio import write_atomic
-from detector.pipeline import Ensemble, iter_inputs, load_ensemble
-from eval.detections import to_results
-from tools.detect import add_inference_arguments, pick_device, proposal_source, run_detector
+from detector.evaluation import detect_records
+from detector.pipeline import Ensemble, load_ensemble
+from tools.detect import add_inference_arguments, pick_device, proposal_source
 from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
 from tools.evaluate import run as evaluate_run
 
@@ -65,16 +64,11 @@ def run(args: argparse.Namespace) -> None:
     ensemble = load_ensemble(args.checkpoint, device)
     category_ids = dataset_category_ids(ensemble, dataset, args.checkpoint[0])
     cache, config = proposal_source(args.proposals, ensemble, args.checkpoint)
-    items = [(record.image_id, record.file_name) for record in dataset.images]
-    results = []
-    # Stored pixels (no EXIF rotation): the ground truth and cached proposals refer to them.
-    inputs = iter_inputs(items, cache=cache, config=config)
-    for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc="test", unit="img"):
-        boxes, scores, labels = run_detector(ensemble, image, proposals, device, args.batch_size,
-                                             args.max_per_image)
-        results += to_results(image_id, category_ids, boxes, scores, labels)
+    results = detect_records(ensemble.members, ensemble.spec, dataset.images, cache, device,
+                             category_ids, config=config, batch_size=args.batch_size,
+                             max_per_image=args.max_per_image, progress="test")
     write_atomic(args.out, json.dumps(results) + "\n")
-    print(f"wrote {len(results)} detections of {len(items)} images to {args.out}")
+    print(f"wrote {len(results)} detections of {len(dataset.images)} images to {args.out}")
     # Evaluate the file just written, as tools/evaluate.py would: the numbers can be reproduced
     # from it alone.
     result = evaluate_run(argparse.Namespace(**vars(args), detections=args.out))

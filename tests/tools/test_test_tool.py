@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-import tools.test
+import detector.evaluation
 from detector.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.datasets import load_dataset
@@ -83,10 +83,10 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
     for i in range(3):
         cache.save(f"im{i}", np.array([RED, BLUE], np.float32))
 
-    def oracle(ensemble, image, proposals, device, batch_size, max_per_image):
+    def oracle(members, spec, image, proposals, device, batch_size, max_per_image):
         return proposals, np.array([0.9, 0.8], np.float32), np.array([1, 2])
 
-    monkeypatch.setattr(tools.test, "run_detector", oracle)
+    monkeypatch.setattr(detector.evaluation, "detect_array", oracle)
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
                  str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "d.json"),
                  "--json", str(tmp_path / "r.json")]) == 0
