@@ -130,6 +130,7 @@ def train(args: argparse.Namespace) -> None:
     dataset = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
                            split=config.data.train_split)
     cache = open_cache(config.data.proposals, dataset)
+    val = validation_set(config, cache)
     spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
                      config.model.box_regression)
     model, optimizer, schedule = build_model(config, spec, device)
@@ -156,7 +157,7 @@ def train(args: argparse.Namespace) -> None:
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         if rank == 0:
             write_checkpoint(config, dataset, cache, spec, model, optimizer, schedule, epoch + 1)
-            metrics.update(validate(config, model, spec, device, epoch + 1))
+            metrics.update(validate(config, model, spec, device, epoch + 1, val, cache))
             log.write(epoch + 1, metrics)
             print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         if world > 1:
@@ -180,11 +181,16 @@ def open_cache(root: str, dataset: Dataset) -> ProposalCache:
         raise DetectionError("the config has no data.proposals: compute proposals with "
                              "tools/propose.py and name its --out folder there")
     cache = ProposalCache.open(root)
+    check_cached(cache, dataset, root)
+    return cache
+
+
+def check_cached(cache: ProposalCache, dataset: Dataset, root: str) -> None:
     missing = [r.image_id for r in dataset.images if r.image_id not in cache]
     if missing:
-        raise DetectionError(f"{root}: no proposals for {len(missing)} training images (e.g. "
-                             f"{missing[0]!r}); run tools/propose.py --gt {dataset.source} --out {root}")
-    return cache
+        raise DetectionError(f"{root}: no proposals for {len(missing)} images of {dataset.source} "
+                             f"(e.g. {missing[0]!r}); run tools/propose.py --gt {dataset.source} "
+                             f"--out {root}")
 
 
 def build_model(config: TrainConfig, spec: ModelSpec, device: torch.device):
@@ -224,16 +230,23 @@ def write_checkpoint(config: TrainConfig, dataset: Dataset, cache: ProposalCache
     save_checkpoint(out / "last.pt", **payload)
 
 
-def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, epoch: int) -> dict:
-    """VOC all-point mAP@0.5 on the validation split, every ``solver.eval_every`` epochs."""
-    every = config.solver.eval_every
-    if not every or not config.data.val_split or (epoch % every and epoch != config.solver.epochs):
-        return {}
+def validation_set(config: TrainConfig, cache: ProposalCache) -> Dataset | None:
+    """The validation split, read once and checked against the cache before training starts."""
+    if not config.solver.eval_every or not config.data.val_split:
+        return None
     val = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
                        split=config.data.val_split)
-    result = evaluate_model([model], val, ProposalCache.open(config.data.proposals), spec, device,
-                            protocol="voc")
-    return {"val_mAP": result.mAP}
+    check_cached(cache, val, config.data.proposals)
+    return val
+
+
+def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, epoch: int,
+             val: Dataset | None, cache: ProposalCache) -> dict:
+    """VOC all-point mAP@0.5 on the validation split, every ``solver.eval_every`` epochs."""
+    every = config.solver.eval_every
+    if val is None or (epoch % every and epoch != config.solver.epochs):
+        return {}
+    return {"val_mAP": evaluate_model([model], val, cache, spec, device, protocol="voc").mAP}
 
 
 class MetricsLog:
