@@ -11,8 +11,8 @@ NumPy only: this tool never imports torch.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -147,11 +147,10 @@ def plot_curves(result: EvalResult, path: str) -> None:
            title=f"{result.protocol} mAP {100 * result.mAP:.2f} — curves at {title}")
     if len(result.curves) <= 25:
         ax.legend(fontsize=7, loc="lower left")
-    target = Path(path)
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-    fig.savefig(tmp, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, target)
+    write_atomic(path, buffer.getvalue())
 
 
 if __name__ == "__main__":
