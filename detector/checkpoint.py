@@ -39,16 +39,29 @@ def save_checkpoint(path: str | os.PathLike, *, classes: list[str], spec: ModelS
     """Write a checkpoint atomically; ``extra`` holds the training state (epoch, optimizer, ...)."""
     if spec.num_classes != len(classes):
         raise ValueError(f"spec has {spec.num_classes} classes, class list {len(classes)}")
-    payload = {"format": FORMAT_VERSION, "classes": list(classes), "model": asdict(spec),
-               "state_dict": state_dict, "proposals": proposals, **extra}
+    write_payload(path, {"classes": list(classes), "model": asdict(spec),
+                         "state_dict": state_dict, "proposals": proposals, **extra})
+
+
+def write_payload(path: str | os.PathLike, payload: dict) -> None:
+    """torch.save ``payload`` (with this format's version) to ``path`` atomically."""
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`; anything else is a clear error."""
+# What each kind of checkpoint must hold, and the tool that uses it (for messages).
+_REQUIRED = {"classifier": ("classes", "model", "state_dict"),
+             "multibox": ("model", "priors", "state_dict")}
+_USED_BY = {"classifier": "tools/detect.py / tools/test.py --checkpoint",
+            "multibox": "tools/propose.py --multibox (or the proposals section of a config)"}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    kind: str | None = "classifier") -> dict:
+    """Read a checkpoint of ``kind`` ("classifier", "multibox", or None for either); anything
+    else is a clear error."""
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
@@ -57,11 +70,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise DetectionError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
                              "it may be truncated: use another epoch's file") from None
-    missing = [k for k in ("format", "classes", "model", "state_dict") if not isinstance(payload, dict)
-               or k not in payload]
-    if missing:
-        raise DetectionError(f"{path}: not a checkpoint of this toolkit (no {', '.join(missing)}); "
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise DetectionError(f"{path}: not a checkpoint of this toolkit (no format); "
                              "use a file written by tools/train.py")
+    found = payload.get("kind", "classifier")
+    kind = kind or found
+    if found != kind or kind not in _REQUIRED:
+        raise DetectionError(f"{path}: a {found} checkpoint where a {kind} is needed; pass it to "
+                             f"{_USED_BY.get(found, 'the tool that made it')}")
+    missing = [k for k in _REQUIRED[kind] if k not in payload]
+    if missing:
+        raise DetectionError(f"{path}: not a {kind} checkpoint of this toolkit (no "
+                             f"{', '.join(missing)}); use a file written by tools/train.py")
     if payload["format"] != FORMAT_VERSION:
         raise DetectionError(f"{path}: checkpoint format {payload['format']}, this toolkit reads "
                              f"{FORMAT_VERSION}")

@@ -53,9 +53,7 @@ class RegionClassifier(nn.Module):
         self.num_classes = num_classes
         self.input_size = input_size
         self.background = background
-        self.trunk: GoogLeNet = googlenet(weights=None, aux_logits=False, transform_input=True,
-                                          init_weights=True)
-        self.trunk.fc = nn.Identity()  # the trunk now ends at dropout(pooled features)
+        self.trunk = build_trunk()
         self.cls_score = nn.Linear(FEATURES, num_classes + int(background))
         self.bbox_pred = nn.Linear(FEATURES, 4 * num_classes) if box_regression else None
         # Fast R-CNN's head initialisation: small Gaussians so training starts from ~uniform
@@ -80,6 +78,35 @@ class RegionClassifier(nn.Module):
         if self.bbox_pred is None:
             return logits, None
         return logits, self.bbox_pred(features).view(-1, self.num_classes, 4)
+
+
+def build_trunk() -> GoogLeNet:
+    """torchvision's GoogLeNet without its classifier: ``[B, 3, S, S]`` -> features ``[B, 1024]``.
+
+    Randomly initialised (torchvision's truncated-normal init), no auxiliary heads; ``fc`` is an
+    identity, so the output is dropout(global-average-pooled inception5b features).
+    """
+    trunk = googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=True)
+    trunk.fc = nn.Identity()
+    return trunk
+
+
+def load_trunk_weights(trunk: GoogLeNet, weights: str | os.PathLike) -> None:
+    """Fill a `build_trunk` trunk from ``"imagenet"`` or a file of GoogLeNet weights.
+
+    The file may hold a torchvision GoogLeNet state dict or the state dict of a model of ours
+    with a ``trunk.`` (RegionClassifier, MultiBox); heads (``fc``, auxiliary, ours) are ignored.
+    """
+    state, source = _weights_state_dict(weights)
+    if any(key.startswith("trunk.") for key in state):
+        state = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
+    state = {k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES + ("fc.",))}
+    try:
+        trunk.load_state_dict(state)
+    except RuntimeError as e:
+        reason = " ".join(str(e).split())[:300]
+        raise DetectionError(f"{source}: not GoogLeNet trunk weights ({reason}); pass a "
+                             "torchvision GoogLeNet state dict or a checkpoint of this toolkit") from None
 
 
 def build_classifier(num_classes: int, weights: str | os.PathLike | None = "imagenet",

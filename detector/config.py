@@ -23,23 +23,29 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Build ``cls`` from a YAML file (or its defaults) and ``key=value`` overrides."""
     import yaml
 
-    data: dict = {}
+    data = read_yaml(path) if path else {}
     where = str(path) if path else "<defaults>"
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise DetectionError(f"{path}: config file not found; see configs/ for examples") from None
-        except yaml.YAMLError as e:
-            raise DetectionError(f"{path}: invalid YAML ({e}); fix the file") from None
-        if not isinstance(data, dict):
-            raise DetectionError(f"{path}: a config must be a mapping of keys to values")
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise DetectionError(f"--set {item!r}: expected key=value, e.g. solver.lr=0.01")
         _set_dotted(data, key.strip().split("."), yaml.safe_load(text) if text.strip() else None)
     return from_dict(cls, data, where)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict (not checked against any class yet)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise DetectionError(f"{path}: config file not found; see configs/ for examples") from None
+    except yaml.YAMLError as e:
+        raise DetectionError(f"{path}: invalid YAML ({e}); fix the file") from None
+    if not isinstance(data, dict):
+        raise DetectionError(f"{path}: a config must be a mapping of keys to values")
+    return data
 
 
 def from_dict(cls: type[T], data: dict, where: str, prefix: str = "") -> T:

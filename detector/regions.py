@@ -42,6 +42,14 @@ def normalize_image(image: Tensor | np.ndarray) -> Tensor:
     After this, the ImageNet mean colour is exactly 0, which is what makes roi_align's zero fill
     outside the image R-CNN's mean fill.
     """
+    pixels = unit_pixels(image)
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+def unit_pixels(image: Tensor | np.ndarray) -> Tensor:
+    """uint8 RGB ``Tensor[3, H, W]`` or ``ndarray[H, W, 3]`` -> float32 ``[3, H, W]`` in [0, 1]."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
@@ -52,9 +60,7 @@ def normalize_image(image: Tensor | np.ndarray) -> Tensor:
                              "(permute an [H, W, 3] tensor with .permute(2, 0, 1))")
     if image.dtype != torch.uint8:
         raise DetectionError(f"image tensor has dtype {image.dtype}; expected torch.uint8 pixels")
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    return (image.float() / 255.0 - mean) / std
+    return image.float() / 255.0
 
 
 def context_boxes(boxes: Tensor, output_size: int = DEFAULT_SIZE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,21 +171,51 @@ def region_loss(logits: torch.Tensor, deltas: torch.Tensor | None, labels: torch
     return loss, parts
 
 
+def region_step(model: nn.Module, samples: list[ImageSample], *, device: torch.device,
+                input_size: int, context_pad: int, amp_dtype: torch.dtype | None = None
+                ) -> tuple[torch.Tensor, dict]:
+    """The classifier's training step: warp the batch's regions, forward, `region_loss`."""
+    inputs, labels, targets, regress = warp_batch(samples, device, input_size, context_pad)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                        enabled=amp_dtype is not None):
+        logits, deltas = model(inputs)
+    return region_loss(logits, deltas, labels, targets, regress)
+
+
+Step = Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
+
+
+@dataclass
+class TrainingRun:
+    """What differs between the networks tools/train.py trains (classifier, MultiBox).
+
+    ``batches`` has ``set_epoch(epoch)`` and yields whole batches (loader batch size 1,
+    ``collate``); ``step(model, batch)`` returns the loss and its float parts (``"loss"`` among
+    them); ``save(model, state)`` writes a checkpoint with the training ``state`` added;
+    ``validate(model, epoch)`` returns validation metrics ({} when none are due); ``shown``
+    names the parts on the progress bar.
+    """
+
+    model: nn.Module
+    batches: torch.utils.data.Dataset
+    collate: Callable
+    step: Step
+    save: Callable[[nn.Module, dict], None]
+    validate: Callable[[nn.Module, int], dict]
+    shown: tuple[str, ...] = ("loss",)
+    columns: tuple[str, ...] = ("loss", "lr")
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    device: torch.device, input_size: int, context_pad: int,
-                    amp_dtype: torch.dtype | None = None,
-                    on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """One pass over ``loader``; returns the epoch's mean loss and accuracy."""
+                    step: Step, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """One pass over ``loader`` with ``step``; returns the epoch's mean of each loss part."""
     model.train()
     totals: dict[str, float] = {}
     steps = 0
-    for step, samples in enumerate(loader):
-        inputs, labels, targets, regress = warp_batch(samples, device, input_size, context_pad)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits, deltas = model(inputs)
-        loss, parts = region_loss(logits, deltas, labels, targets, regress)
+    for index, batch in enumerate(loader):
+        loss, parts = step(model, batch)
         if not math.isfinite(parts["loss"]):
-            raise FloatingPointError(f"loss is {parts['loss']} at step {step}: lower solver.lr")
+            raise FloatingPointError(f"loss is {parts['loss']} at step {index}: lower solver.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -192,7 +223,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             totals[key] = totals.get(key, 0.0) + value
         steps += 1
         if on_step is not None:
-            on_step(step, parts)
+            on_step(index, parts)
     return {key: value / max(steps, 1) for key, value in totals.items()}
 
 

@@ -32,7 +32,7 @@ class ProposalCache:
     def __init__(self, root: str | os.PathLike, method: str, params: dict, version: int | None = None):
         self.root = Path(root)
         self.method = method
-        self.params = _normalise(params)
+        self.params = normalise_params(params)
         self.version = version  # of the algorithm: a changed algorithm must not reuse old boxes
 
     @classmethod
@@ -134,7 +134,7 @@ class ProposalCache:
         return sorted(unquote(p.stem) for p in (self.root / "boxes").glob("*.npy"))
 
 
-def _normalise(params: dict) -> dict:
+def normalise_params(params: dict) -> dict:
     """Parameters as they read back from JSON (tuples become lists, keys strings)."""
     return json.loads(json.dumps(params, sort_keys=True))
 

@@ -6,6 +6,12 @@
     python tools/train.py --config configs/raccoon_cpu.yaml --seed 1 --set output=runs/raccoon_s1
     python tools/train.py --resume runs/raccoon_cpu/last.pt
     torchrun --nproc-per-node 8 tools/train.py --config configs/X.yaml      # DDP
+    python tools/train.py --config configs/raccoon_multibox_cpu.yaml       # task: multibox
+
+A config's ``task`` picks the network: ``classifier`` (default; `TrainConfig`) or ``multibox``
+(the MultiBox proposal network, `tools.train_multibox.MultiBoxTrainConfig`). Both go through
+the same loop here: SGD with a step schedule, bf16 autocast on CUDA, DDP under torchrun,
+per-epoch checkpoints with everything needed to resume exactly, metrics and progress bars.
 
 Writes ``epoch_NNN.pt`` and ``last.pt`` checkpoints (model, optimizer, schedule, RNG states,
 config, classes), ``metrics.csv`` (and TensorBoard logs when tensorboard is installed) under the
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
 import sys
 from dataclasses import dataclass, field, replace
+from typing import Literal
 from pathlib import Path
 
 import torch
@@ -25,13 +33,14 @@ from tqdm import tqdm
 
 from detector.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from detector.classifier import build_classifier
-from detector.config import from_dict, load_config, to_dict
+from detector.config import from_dict, load_config, read_yaml, to_dict
 from detector.datasets import Dataset, load_dataset
 from detector.errors import DetectionError
 from detector.evaluation import evaluate_model
-from detector.training import (RegionBatches, capture_rng, collate, restore_rng,
-                               train_one_epoch)
+from detector.training import (RegionBatches, TrainingRun, capture_rng, collate, region_step,
+                               restore_rng, train_one_epoch)
 from proposals.cache import ProposalCache
+from proposals.combined import ProposalConfig, check_cache_matches
 from tools.detect import pick_device
 
 
@@ -55,7 +64,9 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class SolverConfig:
+class Solver:
+    """SGD with momentum and a step schedule, for every task."""
+
     epochs: int = 10
     lr: float = 0.001                  # R-CNN fine-tuning
     momentum: float = 0.9
@@ -63,9 +74,13 @@ class SolverConfig:
     steps: tuple[int, ...] = (7,)      # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
     images_per_batch: int = 2
+    eval_every: int = 0                # validate every N epochs (0 = never)
+
+
+@dataclass(frozen=True)
+class SolverConfig(Solver):
     regions_per_batch: int = 128       # R-CNN: 32 foreground + 96 background
     fg_fraction: float = 0.25
-    eval_every: int = 0                # validation mAP every N epochs (0 = never)
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    task: Literal["classifier"] = "classifier"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
@@ -83,6 +99,9 @@ class TrainConfig:
     seed: int = 0                      # sampling and input order (ensemble members differ here)
     output: str = "runs/train"
     loader_workers: int = 2
+    # How data.proposals was made (tools/propose.py --config fills it from here); when given,
+    # training refuses a cache made otherwise. null: take the cache as it is.
+    proposals: ProposalConfig | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,61 +127,109 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def read_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
+def read_config(args: argparse.Namespace):
+    """The run's config (`TrainConfig` or `MultiBoxTrainConfig`) and the checkpoint resumed, if any."""
     overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
     if not args.resume:
         if not args.config:
             raise DetectionError("give --config FILE (see configs/) or --resume CKPT")
-        return load_config(TrainConfig, args.config, overrides), None
-    payload = load_checkpoint(args.resume)
+        return load_config(config_class(read_task(args.config, overrides)), args.config,
+                           overrides), None
+    payload = load_checkpoint(args.resume, kind=None)  # either task
     if args.config or any(not o.startswith("output=") for o in overrides):
         raise DetectionError(f"{args.resume}: --resume continues with the checkpoint's own config; "
                              "drop --config/--set/--seed (only --set output=DIR may change)")
-    config = from_dict(TrainConfig, payload["config"], args.resume)
+    config = from_dict(config_class(payload["config"].get("task", "classifier")),
+                       payload["config"], args.resume)
     for item in overrides:
         config = replace(config, output=item.partition("=")[2])
     return config, payload
 
 
+def read_task(path: str, overrides: list[str]) -> str:
+    """The ``task`` a config file (or a ``--set task=...``) names; "classifier" by default."""
+    task = read_yaml(path).get("task", "classifier")
+    for item in overrides:
+        key, _, value = item.partition("=")
+        task = value.strip() if key.strip() == "task" else task
+    return task
+
+
+def config_class(task: str) -> type:
+    from tools.train_multibox import MultiBoxTrainConfig  # imports this module: not at the top
+
+    tasks = {"classifier": TrainConfig, "multibox": MultiBoxTrainConfig}
+    if task not in tasks:
+        raise DetectionError(f"task {task!r} is unknown; use one of {', '.join(tasks)}")
+    return tasks[task]
+
+
 def train(args: argparse.Namespace) -> None:
     config, resumed = read_config(args)
     rank, world, device = setup_distributed(args.device)
-    dataset = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
-                           split=config.data.train_split)
-    cache = open_cache(config.data.proposals, dataset)
-    val = validation_set(config, cache)
-    spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
-                     config.model.box_regression)
-    model, optimizer, schedule = build_model(config, spec, device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    if config.task == "multibox":
+        from tools.train_multibox import multibox_run
+        run = multibox_run(config, rank, world, device, amp, resumed)
+    else:
+        run = classifier_run(config, rank, world, device, amp)
+    optimizer, schedule = build_solver(run.model, config.solver)
     start_epoch = 0
     if resumed is not None:
-        start_epoch = resume(resumed, model, optimizer, schedule, args.resume)
-    batches = RegionBatches(list(dataset.images), cache, seed=config.seed,
-                            images_per_batch=config.solver.images_per_batch,
-                            regions_per_batch=config.solver.regions_per_batch,
-                            fg_fraction=config.solver.fg_fraction, flip=config.augment.flip,
-                            photometric=config.augment.photometric, rank=rank, world=world)
-    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    log = MetricsLog(Path(config.output), enabled=rank == 0)
+        start_epoch = resume(resumed, run.model, optimizer, schedule, args.resume)
+    net = run.model if world == 1 else torch.nn.parallel.DistributedDataParallel(run.model)
+    log = MetricsLog(Path(config.output), run.columns, enabled=rank == 0)
     for epoch in range(start_epoch, config.solver.epochs):
-        batches.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(batches, batch_size=1, shuffle=False,
-                                             num_workers=config.loader_workers, collate_fn=collate)
+        run.batches.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(run.batches, batch_size=1, shuffle=False,
+                                             num_workers=config.loader_workers,
+                                             collate_fn=run.collate)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.solver.epochs}", disable=rank != 0)
-        metrics = train_one_epoch(net, bar, optimizer, device, spec.input_size, spec.context_pad,
-                                  amp, on_step=lambda step, parts: bar.set_postfix(
-                                      loss=f"{parts['loss']:.3f}", acc=f"{parts['accuracy']:.2f}"))
+        metrics = train_one_epoch(net, bar, optimizer, run.step, on_step=lambda _, parts: (
+            bar.set_postfix({k: f"{parts[k]:.3f}" for k in run.shown})))
         schedule.step()
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         if rank == 0:
-            write_checkpoint(config, dataset, cache, spec, model, optimizer, schedule, epoch + 1)
-            metrics.update(validate(config, model, spec, device, epoch + 1, val, cache))
+            run.save(run.model, dict(config=to_dict(config), epoch=epoch + 1,
+                                     optimizer=optimizer.state_dict(),
+                                     scheduler=schedule.state_dict(), rng=capture_rng()))
+            metrics.update(run.validate(run.model, epoch + 1))
             log.write(epoch + 1, metrics)
             print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         if world > 1:
             torch.distributed.barrier()
     log.close()
+
+
+def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.device,
+                   amp: torch.dtype | None) -> TrainingRun:
+    """The region classifier's model, batches, step, checkpoint and validation."""
+    dataset = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
+                           split=config.data.train_split)
+    cache = open_cache(config.data.proposals, dataset)
+    if config.proposals is not None:
+        check_cache_matches(cache, config.proposals, config.data.proposals)
+    val = validation_set(config, cache)
+    spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
+                     config.model.box_regression)
+    model = build_model(config, spec, device)
+    batches = RegionBatches(list(dataset.images), cache, seed=config.seed,
+                            images_per_batch=config.solver.images_per_batch,
+                            regions_per_batch=config.solver.regions_per_batch,
+                            fg_fraction=config.solver.fg_fraction, flip=config.augment.flip,
+                            photometric=config.augment.photometric, rank=rank, world=world)
+    step = functools.partial(region_step, device=device, input_size=spec.input_size,
+                             context_pad=spec.context_pad, amp_dtype=amp)
+
+    def save(model: torch.nn.Module, state: dict) -> None:
+        write_checkpoint(Path(config.output), save_checkpoint, classes=list(dataset.classes),
+                         spec=spec, state_dict=model.state_dict(),
+                         proposals={"method": cache.method, "params": cache.params}, **state)
+
+    return TrainingRun(model, batches, collate, step, save,
+                       lambda model, epoch: validate(config, model, spec, device, epoch, val, cache),
+                       shown=("loss", "accuracy"),
+                       columns=("loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP"))
 
 
 def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
@@ -194,16 +261,20 @@ def check_cached(cache: ProposalCache, dataset: Dataset, root: str) -> None:
 
 
 def build_model(config: TrainConfig, spec: ModelSpec, device: torch.device):
-    """Network (same init for every seed), SGD with momentum, step schedule."""
+    """The classifier network (same init for every seed)."""
     torch.manual_seed(config.model.init_seed)
     model = build_classifier(spec.num_classes, weights=config.model.weights,
                              box_regression=spec.box_regression, input_size=spec.input_size).to(device)
     torch.manual_seed(config.seed)  # dropout etc. follow the member's own seed
-    s = config.solver
+    return model
+
+
+def build_solver(model: torch.nn.Module, s: Solver):
+    """SGD with momentum, multi-step schedule."""
     optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
                                 weight_decay=s.weight_decay)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.steps), gamma=s.gamma)
-    return model, optimizer, schedule
+    return optimizer, schedule
 
 
 def resume(payload: dict, model, optimizer, schedule, path: str) -> int:
@@ -219,15 +290,10 @@ def resume(payload: dict, model, optimizer, schedule, path: str) -> int:
     return payload["epoch"]
 
 
-def write_checkpoint(config: TrainConfig, dataset: Dataset, cache: ProposalCache, spec: ModelSpec,
-                     model, optimizer, schedule, epoch: int) -> None:
-    out = Path(config.output)
-    payload = dict(classes=list(dataset.classes), spec=spec, state_dict=model.state_dict(),
-                   proposals={"method": cache.method, "params": cache.params},
-                   config=to_dict(config), epoch=epoch, optimizer=optimizer.state_dict(),
-                   scheduler=schedule.state_dict(), rng=capture_rng())
-    save_checkpoint(out / f"epoch_{epoch:03d}.pt", **payload)
-    save_checkpoint(out / "last.pt", **payload)
+def write_checkpoint(out: Path, save, **payload) -> None:
+    """``epoch_NNN.pt`` and ``last.pt`` under ``out``; ``save(path, **payload)`` writes one."""
+    save(out / f"epoch_{payload['epoch']:03d}.pt", **payload)
+    save(out / "last.pt", **payload)
 
 
 def validation_set(config: TrainConfig, cache: ProposalCache) -> Dataset | None:
@@ -252,8 +318,9 @@ def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, 
 class MetricsLog:
     """metrics.csv (one row per epoch) and, where tensorboard is installed, its event files."""
 
-    def __init__(self, folder: Path, enabled: bool):
+    def __init__(self, folder: Path, columns: tuple[str, ...], enabled: bool):
         self.enabled, self.path, self.writer = enabled, folder / "metrics.csv", None
+        self.columns = ("epoch",) + columns
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
@@ -263,14 +330,13 @@ class MetricsLog:
         except ImportError:
             pass
 
-    COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP")
 
     def write(self, epoch: int, metrics: dict) -> None:
         if not self.enabled:
             return
         new = not self.path.exists()
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow({"epoch": epoch, **{k: f"{v:.6g}" for k, v in metrics.items()}})

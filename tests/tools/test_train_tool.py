@@ -1,4 +1,5 @@
 """tools/train.py on a tiny generated dataset: checkpoints, metrics, determinism, exact resume."""
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def test_trains_and_writes_checkpoints_and_metrics(tiny, tmp_path):
     rows = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,loss") and len(rows) == 3
     # the step schedule: lr 0.01 in epoch 1, then 0.001
-    assert [float(r.split(",")[5]) for r in rows[1:]] == pytest.approx([0.001, 0.001])
+    lr = [float(row["lr"]) for row in csv.DictReader(rows)]
+    assert lr == pytest.approx([0.001, 0.001])
 
 
 def test_same_seed_same_weights_other_seed_differs(tiny, tmp_path):
