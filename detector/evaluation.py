@@ -1,7 +1,7 @@
 """Run a classifier ensemble over a dataset and evaluate it: validation in training, tools/test.py."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,6 @@ from eval.detections import load_results, to_results
 from eval.evaluate import evaluate
 from eval.results import EvalResult
 from proposals.cache import ProposalCache
-from proposals.selective_search import SelectiveSearchConfig
 
 
 def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.ndarray,
@@ -33,16 +32,17 @@ def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.
 def detect_records(members: Sequence[torch.nn.Module], spec: ModelSpec,
                    records: Sequence[ImageRecord], cache: ProposalCache | None,
                    device: torch.device, category_ids: Sequence[int], *,
-                   config: SelectiveSearchConfig | None = None, batch_size: int = 256,
+                   proposer: Callable[[np.ndarray], np.ndarray] | None = None,
+                   batch_size: int = 256,
                    max_per_image: int = 100, progress: str | None = "detect") -> list[dict]:
     """COCO results (``category_id`` from ``category_ids[label - 1]``) for every record.
 
-    Proposals come from ``cache``, or are computed with ``config`` where there is none. Images
+    Proposals come from ``cache``, or are computed by ``proposer`` where there is none. Images
     are read in their stored pixels (no EXIF rotation): ground truth and caches refer to them.
     """
     items = [(r.image_id, r.file_name) for r in records]
     results: list[dict] = []
-    inputs = iter_inputs(items, cache=cache, config=config)
+    inputs = iter_inputs(items, cache=cache, proposer=proposer)
     for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc=progress, unit="img",
                                               disable=progress is None):
         boxes, scores, labels = detect_array(members, spec, image, proposals, device, batch_size,

@@ -3,7 +3,8 @@
 `detect` is the whole pipeline for one image in one function; `load_ensemble` builds its
 classifiers from checkpoints (or `imagenet_ensemble`, R-CNN's "no fine-tuning" baseline, from
 torchvision's 1,000-class GoogLeNet); `proposals_for` and `iter_inputs` supply each image and
-its proposals, from a cache or computed on the fly with the checkpoint's selective search.
+its proposals, from a cache or computed on the fly as the checkpoint's were
+(`proposals.combined.proposer_for`: selective search, plus MultiBox where it was trained so).
 
 Boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image; labels are 1..K.
 Library code: it follows the input tensors' device and never picks one itself.
@@ -11,7 +12,7 @@ Library code: it follows the input tensors' device and never picks one itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,9 +26,7 @@ from detector.errors import DetectionError
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
 from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
 from proposals.cache import ProposalCache
-from proposals.selective_search import SelectiveSearchConfig, selective_search
-
-SELECTIVE_SEARCH = "selective_search"  # the proposal method name tools/propose.py records
+from proposals.combined import SELECTIVE_SEARCH, ProposalConfig, Proposer
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,35 +138,20 @@ def detect(image: Tensor | np.ndarray, proposals: Tensor | np.ndarray,
                        score_threshold, nms_iou, max_per_image, background=background)
 
 
-def selective_search_config(method: str, params: dict, where: str) -> SelectiveSearchConfig:
-    """The selective search a checkpoint was trained with, to compute proposals on the fly.
-
-    ``where`` names the checkpoint in messages. Other methods (e.g. with MultiBox boxes) cannot
-    be recomputed here: they need a cache from tools/propose.py.
-    """
-    if method != SELECTIVE_SEARCH:
-        raise DetectionError(f"{where}: trained on {method!r} proposals, which cannot be computed "
-                             "on the fly; compute them with tools/propose.py and pass --proposals")
-    try:
-        return SelectiveSearchConfig(**params)
-    except TypeError as e:
-        raise DetectionError(f"{where}: unknown selective search parameters {params} ({e}); "
-                             "pass a proposal cache with --proposals") from None
-
-
 def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
                   cache: ProposalCache | None = None,
-                  config: SelectiveSearchConfig | None = None) -> np.ndarray:
-    """Proposals of one image: read from ``cache`` when given, else selective search.
+                  proposer: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Proposals of one image: read from ``cache`` when given, else computed by ``proposer``.
 
     ``image`` RGB uint8 ``[H, W, 3]``; ``image_id`` its key in the cache; ``path`` names it in
-    messages. Returns float32 ``[N, 4]`` boxes in the image's pixels, best first, N >= 1; an
-    image without proposals is a DetectionError (nothing could ever be detected in it).
+    messages; ``proposer`` defaults to GoogLeNet's selective search (`proposals.combined`).
+    Returns float32 ``[N, 4]`` boxes in the image's pixels, N >= 1; an image without proposals
+    is a DetectionError (nothing could ever be detected in it).
     """
     if cache is not None:
         boxes = cache.load(image_id)
     else:
-        boxes = selective_search(image, config or SelectiveSearchConfig())
+        boxes = (proposer or Proposer(ProposalConfig()))(image)
     if len(boxes) == 0:
         raise DetectionError(f"{path}: no proposals for this image (is it blank, or smaller than "
                              "the minimum box side?); remove it or lower min_box_side")
@@ -175,7 +159,8 @@ def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
 
 
 def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache | None = None,
-                config: SelectiveSearchConfig | None = None, apply_exif: bool = False
+                proposer: Callable[[np.ndarray], np.ndarray] | None = None,
+                apply_exif: bool = False
                 ) -> Iterator[tuple[int | str, str, np.ndarray, np.ndarray]]:
     """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
 
@@ -186,4 +171,5 @@ def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache 
     """
     for image_id, path in items:
         image = read_image(path, apply_exif=apply_exif)
-        yield image_id, path, image, proposals_for(image, image_id, path, cache=cache, config=config)
+        yield image_id, path, image, proposals_for(image, image_id, path, cache=cache,
+                                                   proposer=proposer)

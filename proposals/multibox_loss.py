@@ -8,13 +8,17 @@ ground-truth boxes j, with ``t_ij = encode(g_j, p_i)`` the residuals that would 
     F_loc  = 1/2 * sum_ij x_ij * ||r_i - t_ij||^2                      (L2, matched slots only)
     F_conf = -sum_i [ m_i log sigmoid(z_i) + (1 - m_i) log(1 - sigmoid(z_i)) ],  m_i = sum_j x_ij
 
-Matching (``MATCHERS``):
-- ``"bipartite"`` (Erhan et al. 2014): the x minimising F for the current predictions, an
-  assignment problem solved exactly with scipy's ``linear_sum_assignment``. Matching box j to
-  slot i changes F by ``alpha/2 * ||r_i - t_ij||^2 - z_i`` (the slot's -log c turns into -log(1-c)
-  for the unmatched case: their difference is -z), which is the cost matrix.
-- ``"best_prior"`` (Szegedy et al. 2014): box j goes to the prior it overlaps most, whatever the
-  network predicts; pairs are taken greedily by IoU so that no slot gets two boxes.
+Matching (``MATCHERS``), each box to one slot and each slot to at most one box:
+- ``"bipartite"``: the one-to-one assignment of boxes to priors with the largest total IoU,
+  solved exactly with scipy's ``linear_sum_assignment`` (Szegedy et al. 2014 match ground truth
+  to the priors, not to the predictions).
+- ``"best_prior"``: each box to the prior it overlaps most, greedily (best pair first), so that
+  no slot gets two boxes; differs from ``"bipartite"`` only where boxes compete for a prior.
+- ``"predicted"`` (Erhan et al. 2014, before priors): the x minimising F for the current
+  predictions. Matching box j to slot i changes F by ``alpha/2 * ||r_i - t_ij||^2 - z_i`` (the
+  slot's -log(1 - c) turns into -log c: their difference is -z), the cost matrix of the
+  assignment. From random weights the confidence term dominates and a few confident slots take
+  every box (BENCHMARKS.md, MultiBox): use it to fine-tune, not to start.
 
 The batch loss is the mean over images of F. Everything is computed in float32.
 """
@@ -36,15 +40,24 @@ ALPHA = 0.3  # the papers' weight of the location term
 
 def match_bipartite(residuals: Tensor, logits: Tensor, priors: Tensor, gt_boxes: Tensor,
                     alpha: float = ALPHA) -> tuple[Tensor, Tensor]:
-    """Slots and boxes of the assignment minimising F (see the module docstring).
+    """The assignment of boxes to priors with the largest total IoU (predictions unused).
 
     ``residuals [K, 4]``, ``logits [K]``, ``priors [K, 4]``, ``gt_boxes [G, 4]`` normalised.
     Returns ``(slots [M], boxes [M])`` int64 index pairs, M = min(G, K), sorted by box.
     """
+    iou = box_iou(priors.float(), gt_boxes.float())                          # [K, G]
+    boxes, slots = linear_sum_assignment(-iou.T.cpu().numpy())              # rows: boxes
+    return _pairs(slots, boxes, priors.device)
+
+
+def match_predicted(residuals: Tensor, logits: Tensor, priors: Tensor, gt_boxes: Tensor,
+                    alpha: float = ALPHA) -> tuple[Tensor, Tensor]:
+    """The assignment minimising F for the current predictions (Erhan et al.); see the module
+    docstring. Same arguments and result as `match_bipartite`."""
     targets = encode(gt_boxes[None, :, :], priors[:, None, :])               # [K, G, 4]
     distance = ((residuals.detach().float()[:, None, :] - targets) ** 2).sum(-1)
     cost = alpha / 2 * distance - logits.detach().float()[:, None]          # [K, G]
-    boxes, slots = linear_sum_assignment(cost.T.cpu().numpy())              # rows: boxes
+    boxes, slots = linear_sum_assignment(cost.T.cpu().numpy())
     return _pairs(slots, boxes, priors.device)
 
 
@@ -79,7 +92,8 @@ def _pairs(slots: np.ndarray, boxes: np.ndarray, device: torch.device) -> tuple[
 
 
 Matcher = Callable[[Tensor, Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
-MATCHERS: dict[str, Matcher] = {"bipartite": match_bipartite, "best_prior": match_best_prior}
+MATCHERS: dict[str, Matcher] = {"bipartite": match_bipartite, "best_prior": match_best_prior,
+                                "predicted": match_predicted}
 
 
 def multibox_loss(residuals: Tensor, logits: Tensor, priors: Tensor, gt_boxes: Sequence[Tensor],

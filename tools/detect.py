@@ -7,8 +7,9 @@
 Prints each image's detections scoring at least --score-threshold, and writes into --out an
 annotated copy of every image (boxes, class names, scores) and detections.json, a COCO results
 list of every detection (image_id = the file's stem; category_id = label 1..K in the
-checkpoint's class order) that tools/evaluate.py reads. Proposals: selective search as the
-checkpoint was trained with, computed on the fly, or read from a tools/propose.py cache.
+checkpoint's class order) that tools/evaluate.py reads. Proposals: as the checkpoint was
+trained with (selective search, plus the top MultiBox boxes where it was trained on those),
+computed on the fly, or read from a tools/propose.py cache.
 Without --checkpoint the model is R-CNN's "no fine-tuning" baseline: torchvision's ImageNet
 GoogLeNet classifying every proposal into the 1,000 ILSVRC-2012 classes.
 """
@@ -27,10 +28,10 @@ from tqdm import tqdm
 from detector.errors import DetectionError
 from detector.evaluation import detect_array
 from detector.fileio import write_atomic
-from detector.pipeline import (Ensemble, imagenet_ensemble, iter_inputs, load_ensemble,
-                               selective_search_config)
+from detector.pipeline import Ensemble, imagenet_ensemble, iter_inputs, load_ensemble
 from eval.detections import to_results
 from proposals.cache import ProposalCache
+from proposals.combined import Proposer, proposer_for
 from tools.propose import IMAGE_SUFFIXES
 
 RESULTS_NAME = "detections.json"
@@ -83,13 +84,13 @@ def run(args: argparse.Namespace) -> None:
     items = list_images(args.inputs)
     device = pick_device(args.device)
     ensemble = load_model(args.checkpoint, device)
-    cache, config = proposal_source(args.proposals, ensemble, args.checkpoint)
+    cache, proposer = proposal_source(args.proposals, ensemble, args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     # Photos are shown upright (EXIF orientation), except where cached proposals refer to the
     # stored pixel grid.
-    inputs = iter_inputs(items, cache=cache, config=config, apply_exif=cache is None)
+    inputs = iter_inputs(items, cache=cache, proposer=proposer, apply_exif=cache is None)
     for image_id, path, image, proposals in tqdm(inputs, total=len(items), desc="detect", unit="img"):
         boxes, scores, labels = detect_array(ensemble.members, ensemble.spec, image, proposals,
                                              device, args.batch_size, args.max_per_image)
@@ -155,8 +156,10 @@ def load_model(checkpoints: list[str], device: torch.device) -> Ensemble:
         raise DetectionError(f"{e}; or pass --checkpoint CKPT (a model from tools/train.py)") from None
 
 
-def proposal_source(cache_dir: str | None, ensemble: Ensemble, checkpoints: list[str]):
-    """(cache, None) with --proposals, else (None, the checkpoint's selective search config)."""
+def proposal_source(cache_dir: str | None, ensemble: Ensemble, checkpoints: list[str]
+                    ) -> tuple[ProposalCache | None, Proposer | None]:
+    """(cache, None) with --proposals, else (None, the proposer the checkpoint was trained with:
+    selective search, or selective search + its MultiBox network)."""
     if cache_dir:
         cache = ProposalCache.open(cache_dir)
         if checkpoints and (cache.method, cache.params) != (ensemble.proposal_method,
@@ -167,7 +170,7 @@ def proposal_source(cache_dir: str | None, ensemble: Ensemble, checkpoints: list
                   f"{ensemble.proposal_params}")
         return cache, None
     where = checkpoints[0] if checkpoints else "the ImageNet model"
-    return None, selective_search_config(ensemble.proposal_method, ensemble.proposal_params, where)
+    return None, proposer_for(ensemble.proposal_method, ensemble.proposal_params, where)
 
 
 def format_detections(path: str, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,

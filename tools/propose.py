@@ -1,9 +1,17 @@
-"""Compute selective-search proposals for a dataset or a folder of images into a proposal cache.
+"""Compute proposals (selective search, optionally + MultiBox) for a dataset or folder into a cache.
 
     python tools/propose.py --images photos/ --out cache/ss_x2
     python tools/propose.py --gt VOC2007 --split test --out cache/voc07_test --workers 8
+    python tools/propose.py --gt VOC2007 --out cache/voc07_mb --multibox runs/voc_mb/last.pt
+    python tools/propose.py --config configs/raccoon_combined_cpu.yaml     # as a config says
     torchrun --nproc-per-node 4 tools/propose.py --gt instances_train2017.json \\
         --images train2017/ --out cache/coco_train --workers 4
+
+Proposals: GoogLeNet's selective search (superpixel size x2) by default; with --multibox, the
+top --multibox-top boxes of that MultiBox network (after NMS) come first, then the selective
+search boxes that are not near-duplicates of them. --config takes all of that, the dataset and
+the output folder from a training config (its ``proposals`` section and ``data``), so that one
+file says which proposals a detector is trained and tested with.
 
 Resumable: a re-run computes only what is missing (files are written atomically, so a run
 killed at any moment leaves no half-written file). Under torchrun each rank takes every
@@ -18,7 +26,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +36,10 @@ from detector.datasets import Dataset, load_dataset, read_image
 from detector.errors import DetectionError
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
-from proposals.selective_search import ALGORITHM_VERSION, SelectiveSearchConfig, selective_search
+from proposals.combined import ProposalConfig, Proposer, build_proposer
+from proposals.selective_search import SelectiveSearchConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-METHOD = "selective_search"
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,10 @@ class Outcome:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="cache folder (created; an existing one is resumed)")
+    p.add_argument("--out", help="cache folder (created; an existing one is resumed); "
+                                 "with --config, default: its data.proposals")
+    p.add_argument("--config", help="a training config: its data (all images, or --split) and "
+                                    "proposals section replace the flags below")
     p.add_argument("--gt", help="a dataset: COCO instances JSON, VOC folder or VOC/ILSVRC XML folder")
     p.add_argument("--images", help="image folder: the dataset's images, or, without --gt, "
                                     "every image below it (id = path without suffix)")
@@ -67,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-box-side", type=float, default=20.0, help="drop boxes with a shorter side (px)")
     p.add_argument("--max-boxes", type=int, default=0, help="keep the top N per image (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ranking's random factor")
+    p.add_argument("--multibox", metavar="CKPT",
+                   help="add the boxes of this MultiBox network (tools/train.py, task: multibox)")
+    p.add_argument("--multibox-top", type=int, default=200,
+                   help="MultiBox boxes added per image, after NMS (default 200, GoogLeNet's)")
+    p.add_argument("--multibox-nms", type=float, default=0.7,
+                   help="IoU of the NMS among MultiBox boxes (default 0.7)")
+    p.add_argument("--no-selective-search", action="store_true",
+                   help="MultiBox boxes alone (needs --multibox; for comparisons)")
     return p
 
 
@@ -80,16 +99,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    if args.config:
+        args = from_training_config(args)
+    if not args.out:
+        raise DetectionError("give --out CACHE_FOLDER (or --config with data.proposals)")
+    proposer = build_proposer(config_from_args(args))
     dataset, jobs = list_jobs(args)
-    cache = ProposalCache.create(args.out, METHOD, asdict(config), ALGORITHM_VERSION)
+    cache = ProposalCache.create(args.out, proposer.method, proposer.params, proposer.version)
     rank, world = shard()
     mine = jobs[rank::world]
     todo = [job for job in mine if job.image_id not in cache]
     print(f"{len(mine)} images in this shard ({rank + 1}/{world}): {len(mine) - len(todo)} "
           f"already cached, {len(todo)} to compute with {args.workers} worker(s)")
     start = time.perf_counter()
-    outcomes = compute(todo, cache, config, args.workers, rank)
+    outcomes = compute(todo, cache, proposer, args.workers, rank)
     print_summary(outcomes, time.perf_counter() - start, args.workers)
     failed = [o for o in outcomes if o.error]
     if world > 1:
@@ -99,12 +122,33 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def config_from_args(args: argparse.Namespace) -> SelectiveSearchConfig:
+def config_from_args(args: argparse.Namespace) -> ProposalConfig:
     if args.workers < 1:
         raise DetectionError("--workers must be at least 1")
-    return SelectiveSearchConfig(mode=args.mode, superpixel_scale=args.superpixel_scale,
-                                 max_side=args.max_side or None, min_box_side=args.min_box_side,
-                                 max_boxes=args.max_boxes or None, seed=args.seed)
+    if args.no_selective_search and not args.multibox:
+        raise DetectionError("--no-selective-search needs --multibox CKPT (else: no proposals)")
+    ss = SelectiveSearchConfig(mode=args.mode, superpixel_scale=args.superpixel_scale,
+                               max_side=args.max_side or None, min_box_side=args.min_box_side,
+                               max_boxes=args.max_boxes or None, seed=args.seed)
+    return ProposalConfig(ss, args.multibox, args.multibox_top, args.multibox_nms,
+                          selective_search_on=not args.no_selective_search)
+
+
+def from_training_config(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the dataset, output and proposal settings of a training config."""
+    from detector.config import load_config
+    from tools.train import TrainConfig
+
+    config = load_config(TrainConfig, args.config)
+    p = config.proposals or ProposalConfig()
+    ss = p.selective_search
+    return argparse.Namespace(**{
+        **vars(args), "config": None, "gt": config.data.gt, "images": config.data.images,
+        "classes": config.data.classes, "out": args.out or config.data.proposals,
+        "mode": ss.mode, "superpixel_scale": ss.superpixel_scale, "max_side": ss.max_side or 0,
+        "min_box_side": ss.min_box_side, "max_boxes": ss.max_boxes or 0, "seed": ss.seed,
+        "multibox": p.multibox, "multibox_top": p.multibox_top, "multibox_nms": p.multibox_nms,
+        "no_selective_search": not p.selective_search_on})
 
 
 def list_jobs(args: argparse.Namespace) -> tuple[Dataset | None, list[Job]]:
@@ -162,10 +206,10 @@ def barrier() -> None:
     dist.destroy_process_group()
 
 
-def compute(jobs: list[Job], cache: ProposalCache, config: SelectiveSearchConfig, workers: int,
+def compute(jobs: list[Job], cache: ProposalCache, proposer: Proposer, workers: int,
             rank: int = 0) -> list[Outcome]:
-    """Run selective search on ``jobs`` (``workers`` processes) and store each result."""
-    tasks = [(job, cache, config) for job in jobs]
+    """Run ``proposer`` on ``jobs`` (``workers`` processes) and store each result."""
+    tasks = [(job, cache, proposer) for job in jobs]
     bar = tqdm(total=len(jobs), desc=f"proposals[{rank}]", unit="img", position=rank, leave=True)
     outcomes = []
     if workers == 1 or len(jobs) <= 1:
@@ -173,7 +217,7 @@ def compute(jobs: list[Job], cache: ProposalCache, config: SelectiveSearchConfig
         pool = None
     else:
         # spawn: a fresh interpreter per worker, no state copied from this process.
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread)
         results = pool.imap_unordered(propose_one, tasks, chunksize=1)
     try:
         for outcome in results:
@@ -188,16 +232,24 @@ def compute(jobs: list[Job], cache: ProposalCache, config: SelectiveSearchConfig
     return outcomes
 
 
-def propose_one(task: tuple[Job, ProposalCache, SelectiveSearchConfig]) -> Outcome:
+def one_thread() -> None:
+    """Worker start: the workers are the parallelism; threads inside each would oversubscribe."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def propose_one(task: tuple[Job, ProposalCache, Proposer]) -> Outcome:
     """One image: read, propose, store (or record why it failed). Runs in a worker process."""
-    job, cache, config = task
+    job, cache, proposer = task
     start = time.process_time()
     try:
-        boxes = selective_search(read_image(job.path), config)
+        boxes = proposer(read_image(job.path))
     except DetectionError as e:
         reason = str(e)
     except Exception as e:  # a bug must not end a day-long run: record it, report it, go on
-        reason = f"selective search failed: {type(e).__name__}: {e}"
+        reason = f"proposals failed: {type(e).__name__}: {e}"
     else:
         cache.save(job.image_id, boxes)
         return Outcome(job.image_id, len(boxes), time.process_time() - start)

@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     ensemble = load_ensemble(args.checkpoint, device)
     category_ids = dataset_category_ids(ensemble, dataset, args.checkpoint[0])
-    cache, config = proposal_source(args.proposals, ensemble, args.checkpoint)
+    cache, proposer = proposal_source(args.proposals, ensemble, args.checkpoint)
     results = detect_records(ensemble.members, ensemble.spec, dataset.images, cache, device,
-                             category_ids, config=config, batch_size=args.batch_size,
+                             category_ids, proposer=proposer, batch_size=args.batch_size,
                              max_per_image=args.max_per_image, progress="test")
     write_atomic(args.out, json.dumps(results) + "\n")
     print(f"wrote {len(results)} detections of {len(dataset.images)} images to {args.out}")

@@ -178,7 +178,7 @@ def train(args: argparse.Namespace) -> None:
     if resumed is not None:
         start_epoch = resume(resumed, run.model, optimizer, schedule, args.resume)
     net = run.model if world == 1 else torch.nn.parallel.DistributedDataParallel(run.model)
-    log = MetricsLog(Path(config.output), run.columns, enabled=rank == 0)
+    log = MetricsLog(Path(config.output), run.columns, enabled=rank == 0, fresh=start_epoch == 0)
     for epoch in range(start_epoch, config.solver.epochs):
         run.batches.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(run.batches, batch_size=1, shuffle=False,
@@ -318,12 +318,14 @@ def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, 
 class MetricsLog:
     """metrics.csv (one row per epoch) and, where tensorboard is installed, its event files."""
 
-    def __init__(self, folder: Path, columns: tuple[str, ...], enabled: bool):
+    def __init__(self, folder: Path, columns: tuple[str, ...], enabled: bool, fresh: bool):
         self.enabled, self.path, self.writer = enabled, folder / "metrics.csv", None
         self.columns = ("epoch",) + columns
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
+        if fresh:  # a new run in an old folder: its rows must not follow the old run's
+            self.path.unlink(missing_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(folder / "tensorboard"))

@@ -50,7 +50,7 @@ class MultiBoxModelConfig:
 @dataclass(frozen=True)
 class MultiBoxLossConfig:
     alpha: float = ALPHA               # weight of the location term
-    matching: Literal["bipartite", "best_prior"] = "bipartite"
+    matching: Literal["bipartite", "best_prior", "predicted"] = "bipartite"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from torchvision.models import googlenet
 from detector.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.errors import DetectionError
-from detector.pipeline import (detect, imagenet_ensemble, load_ensemble, proposals_for,
-                               selective_search_config)
+from detector.pipeline import detect, imagenet_ensemble, load_ensemble, proposals_for
 from detector.regions import normalize_image, warp_regions
 from proposals.cache import ProposalCache
+from proposals.combined import proposer_for
 
 SIZE, PAD = 64, 4  # small regions: GoogLeNet at 64 px is ~12x cheaper than at 224
 CLASSES = ["red", "blue"]
@@ -208,8 +208,8 @@ def test_proposals_from_cache_or_selective_search(tmp_path):
     assert np.array_equal(proposals_for(IMAGE, "img", "img.png", cache=cache), PROPOSALS[:3])
     image = np.full((48, 64, 3), 100, np.uint8)
     image[10:30, 10:40] = (220, 20, 20)
-    config = selective_search_config("selective_search", {"max_boxes": 5, "min_box_side": 8}, "ck")
-    boxes = proposals_for(image, "img", "img.png", config=config)
+    proposer = proposer_for("selective_search", {"max_boxes": 5, "min_box_side": 8}, "ck")
+    boxes = proposals_for(image, "img", "img.png", proposer=proposer)
     assert boxes.dtype == np.float32 and 1 <= len(boxes) <= 5
 
 
@@ -220,8 +220,12 @@ def test_an_image_without_proposals_is_an_error_naming_it(tmp_path):
         proposals_for(IMAGE, "img", "photos/img.png", cache=cache)
 
 
-def test_proposals_that_cannot_be_computed_on_the_fly():
-    with pytest.raises(DetectionError, match="ck.pt: trained on 'multibox'.*--proposals"):
-        selective_search_config("multibox", {}, "ck.pt")
-    with pytest.raises(DetectionError, match="ck.pt: unknown selective search parameters"):
-        selective_search_config("selective_search", {"colour": "hsv"}, "ck.pt")
+def test_proposals_that_cannot_be_computed_on_the_fly(tmp_path):
+    with pytest.raises(DetectionError, match="ck.pt: unknown proposal method 'edge_boxes'.*--proposals"):
+        proposer_for("edge_boxes", {}, "ck.pt")
+    with pytest.raises(DetectionError, match="ck.pt: unreadable selective_search proposal parameters"):
+        proposer_for("selective_search", {"colour": "hsv"}, "ck.pt")
+    params = {"multibox": {"checkpoint": str(tmp_path / "gone.pt"), "sha256": "0", "top_n": 200,
+                           "nms_iou": 0.7}}
+    with pytest.raises(DetectionError, match="gone.pt: MultiBox checkpoint not found"):
+        proposer_for("selective_search+multibox", params, "ck.pt")
