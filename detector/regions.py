@@ -54,7 +54,9 @@ def unit_pixels(image: Tensor | np.ndarray) -> Tensor:
         if image.ndim != 3 or image.shape[2] != 3:
             raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
                                  "(convert grayscale or RGBA images to RGB first)")
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        # A read-only array (e.g. np.asarray of a PIL image) is copied: torch wants writable memory.
+        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
+        image = torch.from_numpy(image).permute(2, 0, 1)
     if image.ndim != 3 or image.shape[0] != 3:
         raise DetectionError(f"image tensor has shape {tuple(image.shape)}; expected [3, H, W] RGB "
                              "(permute an [H, W, 3] tensor with .permute(2, 0, 1))")

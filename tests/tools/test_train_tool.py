@@ -11,45 +11,15 @@ from detector.checkpoint import load_checkpoint
 from tools.propose import main as propose
 from tools.train import main as train
 
-CLASSES = ("red", "blue")
+from _tiny import CLASSES, make_tiny
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """4 images with a red and a blue rectangle each, VOC XMLs, and their proposal cache."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        image = rng.integers(100, 130, size=(72, 96, 3), dtype=np.uint8)
-        r, b = (4 + 3 * i, 6, 34 + 3 * i, 40), (50, 30 + i, 90, 66)
-        image[r[1]:r[3], r[0]:r[2]] = (210, 40, 40)
-        image[b[1]:b[3], b[0]:b[2]] = (30, 40, 200)
-        Image.fromarray(image).save(root / f"im{i}.png")
-        objects = "".join(
-            f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-            for name, (x1, y1, x2, y2) in zip(CLASSES, (r, b)))
-        (root / f"im{i}.xml").write_text(f"<annotation><filename>im{i}.png</filename><size><width>96</width>"
-                                         f"<height>72</height></size>{objects}</annotation>")
-    assert propose(["--gt", str(root), "--out", str(root / "cache"), "--min-box-side", "4"]) == 0
-    (root / "tiny.yaml").write_text(f"""
-data:
-  gt: {root}
-  proposals: {root / 'cache'}
-model:
-  input_size: 32
-  context_pad: 2
-  weights: null
-solver:
-  epochs: 2
-  lr: 0.01
-  steps: [1]
-  images_per_batch: 2
-  regions_per_batch: 16
-loader_workers: 0
-""")
-    return root
+    """4 images with a red and a blue rectangle each, VOC XMLs, their proposal cache, a config."""
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def run(tiny: Path, out: Path, *extra: str) -> int:

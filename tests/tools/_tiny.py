@@ -1,0 +1,44 @@
+"""A tiny generated VOC dataset for the tool tests: 4 images, a red and a blue rectangle each."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tools.propose import main as propose
+
+CLASSES = ("red", "blue")
+
+
+def make_tiny(root: Path) -> Path:
+    """Images, VOC XMLs, their selective-search cache (``cache/``) and ``tiny.yaml``."""
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = rng.integers(100, 130, size=(72, 96, 3), dtype=np.uint8)
+        r, b = (4 + 3 * i, 6, 34 + 3 * i, 40), (50, 30 + i, 90, 66)
+        image[r[1]:r[3], r[0]:r[2]] = (210, 40, 40)
+        image[b[1]:b[3], b[0]:b[2]] = (30, 40, 200)
+        Image.fromarray(image).save(root / f"im{i}.png")
+        objects = "".join(
+            f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            for name, (x1, y1, x2, y2) in zip(CLASSES, (r, b)))
+        (root / f"im{i}.xml").write_text(f"<annotation><filename>im{i}.png</filename><size><width>96</width>"
+                                         f"<height>72</height></size>{objects}</annotation>")
+    assert propose(["--gt", str(root), "--out", str(root / "cache"), "--min-box-side", "4"]) == 0
+    (root / "tiny.yaml").write_text(f"""
+data:
+  gt: {root}
+  proposals: {root / 'cache'}
+model:
+  input_size: 32
+  context_pad: 2
+  weights: null
+solver:
+  epochs: 2
+  lr: 0.01
+  steps: [1]
+  images_per_batch: 2
+  regions_per_batch: 16
+loader_workers: 0
+""")
+    return root
