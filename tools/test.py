@@ -8,7 +8,8 @@
 Writes the detections (a COCO results list, the dataset's own image and category ids) to
 --out, then evaluates them exactly as ``tools/evaluate.py --detections OUT`` would and prints
 its table. Proposals come from --proposals (a tools/propose.py cache of this dataset) or are
-computed on the fly with the checkpoint's selective search settings (slow: ~0.5 s an image).
+computed on the fly as the checkpoint's were (selective search, ~0.5 s an image, plus its
+MultiBox boxes where it was trained on those).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a checkpoint of tools/train.py; repeat it for an ensemble (softmax averaged)")
     p.add_argument("--proposals", metavar="CACHE",
                    help="proposal cache of this dataset from tools/propose.py (default: compute "
-                        "selective search on the fly as the checkpoint was trained)")
+                        "them on the fly as the checkpoint was trained)")
     add_protocol_argument(p)
     p.add_argument("--out", default="detections.json",
                    help="write the detections here (COCO results JSON; default detections.json)")
