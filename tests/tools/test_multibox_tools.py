@@ -126,3 +126,23 @@ def test_bad_multibox_inputs_are_one_line_errors(tiny, tmp_path, capsys):
     assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny / "mb" / "last.pt"),
                    "--out", str(tmp_path / "d"), "--device", "cpu"]) == 2
     assert "a multibox checkpoint where a classifier is needed" in capsys.readouterr().err
+
+
+def test_ddp_under_torchrun_with_two_ranks(tiny, tmp_path):
+    """Both tasks' loop under torchrun (gloo on CPU): every rank steps, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29517", "tools/train.py", "--config", str(tiny / "mb.yaml"),
+               "--device", "cpu", "--set", f"output={out}", "--set", "solver.eval_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = load_checkpoint(out / "last.pt", kind="multibox")
+    assert payload["epoch"] == 2 and (out / "epoch_001.pt").exists()
+    # 4 images, 2 per batch, 2 ranks: one step per rank per epoch; rank 0 alone logs.
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
