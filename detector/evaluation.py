@@ -1,6 +1,7 @@
 """Run a classifier ensemble over a dataset and evaluate it: validation in training, tools/test.py."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -9,7 +10,8 @@ from tqdm import tqdm
 
 from detector.checkpoint import ModelSpec
 from detector.datasets import Dataset, ImageRecord
-from detector.pipeline import detect, iter_inputs
+from detector.pipeline import detect
+from detector.prefetch import prefetch_inputs
 from eval.detections import load_results, to_results
 from eval.evaluate import evaluate
 from eval.results import EvalResult
@@ -33,21 +35,25 @@ def detect_records(members: Sequence[torch.nn.Module], spec: ModelSpec,
                    records: Sequence[ImageRecord], cache: ProposalCache | None,
                    device: torch.device, category_ids: Sequence[int], *,
                    proposer: Callable[[np.ndarray], np.ndarray] | None = None,
-                   batch_size: int = 256,
-                   max_per_image: int = 100, progress: str | None = "detect") -> list[dict]:
+                   batch_size: int = 256, max_per_image: int = 100,
+                   progress: str | None = "detect", workers: int = 0) -> list[dict]:
     """COCO results (``category_id`` from ``category_ids[label - 1]``) for every record.
 
     Proposals come from ``cache``, or are computed by ``proposer`` where there is none. Images
     are read in their stored pixels (no EXIF rotation): ground truth and caches refer to them.
+    ``workers``: processes that read and propose the next images while this one is classified
+    (`detector.prefetch.prefetch_inputs`; 0 = all in this process).
     """
     items = [(r.image_id, r.file_name) for r in records]
     results: list[dict] = []
-    inputs = iter_inputs(items, cache=cache, proposer=proposer)
-    for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc=progress, unit="img",
-                                              disable=progress is None):
-        boxes, scores, labels = detect_array(members, spec, image, proposals, device, batch_size,
-                                             max_per_image)
-        results += to_results(image_id, category_ids, boxes, scores, labels)
+    # closing: an error in detect_array stops the workers now, not when the traceback is freed.
+    with contextlib.closing(prefetch_inputs(items, cache=cache, proposer=proposer,
+                                            workers=workers)) as inputs:
+        for image_id, _, image, proposals in tqdm(inputs, total=len(items), desc=progress,
+                                                  unit="img", disable=progress is None):
+            boxes, scores, labels = detect_array(members, spec, image, proposals, device,
+                                                 batch_size, max_per_image)
+            results += to_results(image_id, category_ids, boxes, scores, labels)
     return results
 
 

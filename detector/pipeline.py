@@ -164,12 +164,21 @@ def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache 
                 ) -> Iterator[tuple[int | str, str, np.ndarray, np.ndarray]]:
     """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
 
-    One image at a time, in order. A separate stage on purpose: a prefetching version (reading
-    and proposing the next images while the GPU classifies this one) can replace it as is.
+    One image at a time, in order. A separate stage on purpose: its prefetching version,
+    `detector.prefetch.prefetch_inputs` (reading and proposing the next images in worker
+    processes while the GPU classifies this one), replaces it as is.
     ``apply_exif``: rotate to the display orientation (`detector.datasets.read_image`); only
     for images without annotations or cached proposals, which refer to the stored pixels.
     """
-    for image_id, path in items:
-        image = read_image(path, apply_exif=apply_exif)
-        yield image_id, path, image, proposals_for(image, image_id, path, cache=cache,
-                                                   proposer=proposer)
+    for item in items:
+        yield load_input(item, cache=cache, proposer=proposer, apply_exif=apply_exif)
+
+
+def load_input(item: tuple[int | str, str], *, cache: ProposalCache | None = None,
+               proposer: Callable[[np.ndarray], np.ndarray] | None = None,
+               apply_exif: bool = False) -> tuple[int | str, str, np.ndarray, np.ndarray]:
+    """One ``(image_id, path)`` -> ``(image_id, path, image, proposals)``: `iter_inputs`' step."""
+    image_id, path = item
+    image = read_image(path, apply_exif=apply_exif)
+    return image_id, path, image, proposals_for(image, image_id, path, cache=cache,
+                                                proposer=proposer)

@@ -16,6 +16,7 @@ GoogLeNet classifying every proposal into the 1,000 ILSVRC-2012 classes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -28,7 +29,8 @@ from tqdm import tqdm
 from detector.errors import DetectionError
 from detector.evaluation import detect_array
 from detector.fileio import write_atomic
-from detector.pipeline import Ensemble, imagenet_ensemble, iter_inputs, load_ensemble
+from detector.pipeline import Ensemble, imagenet_ensemble, load_ensemble
+from detector.prefetch import prefetch_inputs
 from eval.detections import to_results
 from proposals.cache import ProposalCache
 from proposals.combined import Proposer, proposer_for
@@ -59,13 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """--device, --max-per-image, --batch-size (shared with tools/test.py)."""
+    """--device, --max-per-image, --batch-size, --workers (shared with tools/test.py)."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when present (with bf16 autocast), else CPU")
     p.add_argument("--max-per-image", type=int, default=100,
                    help="keep at most this many detections per image (default 100, COCO's maxDets)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="regions classified at once (bounds memory; default 256)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="CPU processes computing proposals ahead of classification; default 0 = "
+                        "in the main process")
+
+
+def check_inference_arguments(args: argparse.Namespace) -> None:
+    """Reject values of `add_inference_arguments`' flags that cannot work, naming them."""
+    if args.max_per_image < 1 or args.batch_size < 1 or args.workers < 0:
+        raise DetectionError("--max-per-image and --batch-size must be at least 1, --workers at "
+                             "least 0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.max_per_image < 1 or args.batch_size < 1:
-        raise DetectionError("--max-per-image and --batch-size must be at least 1")
+    check_inference_arguments(args)
     items = list_images(args.inputs)
     device = pick_device(args.device)
     ensemble = load_model(args.checkpoint, device)
@@ -90,16 +101,21 @@ def run(args: argparse.Namespace) -> None:
     results = []
     # Photos are shown upright (EXIF orientation), except where cached proposals refer to the
     # stored pixel grid.
-    inputs = iter_inputs(items, cache=cache, proposer=proposer, apply_exif=cache is None)
-    for image_id, path, image, proposals in tqdm(inputs, total=len(items), desc="detect", unit="img"):
-        boxes, scores, labels = detect_array(ensemble.members, ensemble.spec, image, proposals,
-                                             device, args.batch_size, args.max_per_image)
-        results += to_results(image_id, range(1, len(ensemble.classes) + 1), boxes, scores, labels)
-        shown = scores >= args.score_threshold
-        tqdm.write(format_detections(path, ensemble.classes, boxes[shown], scores[shown],
-                                     labels[shown], len(boxes)))
-        draw(image, ensemble.classes, boxes[shown], scores[shown], labels[shown],
-             annotated_path(out, path))
+    inputs = prefetch_inputs(items, cache=cache, proposer=proposer, apply_exif=cache is None,
+                             workers=args.workers)
+    with contextlib.closing(inputs):  # an error stops the workers at once
+        for image_id, path, image, proposals in tqdm(inputs, total=len(items), desc="detect",
+                                                     unit="img"):
+            boxes, scores, labels = detect_array(ensemble.members, ensemble.spec, image,
+                                                 proposals, device, args.batch_size,
+                                                 args.max_per_image)
+            results += to_results(image_id, range(1, len(ensemble.classes) + 1), boxes, scores,
+                                  labels)
+            shown = scores >= args.score_threshold
+            tqdm.write(format_detections(path, ensemble.classes, boxes[shown], scores[shown],
+                                         labels[shown], len(boxes)))
+            draw(image, ensemble.classes, boxes[shown], scores[shown], labels[shown],
+                 annotated_path(out, path))
     write_atomic(out / RESULTS_NAME, json.dumps(results) + "\n")
     print(f"wrote {len(results)} detections of {len(items)} image(s) to {out / RESULTS_NAME}, "
           f"annotated images to {out}/")

@@ -24,7 +24,8 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.evaluation import detect_records
 from detector.pipeline import Ensemble, load_ensemble
-from tools.detect import add_inference_arguments, pick_device, proposal_source
+from tools.detect import (add_inference_arguments, check_inference_arguments, pick_device,
+                          proposal_source)
 from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
 from tools.evaluate import run as evaluate_run
 
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.max_per_image < 1 or args.batch_size < 1:
-        raise DetectionError("--max-per-image and --batch-size must be at least 1")
+    check_inference_arguments(args)
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
     device = pick_device(args.device)
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> None:
     cache, proposer = proposal_source(args.proposals, ensemble, args.checkpoint)
     results = detect_records(ensemble.members, ensemble.spec, dataset.images, cache, device,
                              category_ids, proposer=proposer, batch_size=args.batch_size,
-                             max_per_image=args.max_per_image, progress="test")
+                             max_per_image=args.max_per_image, progress="test",
+                             workers=args.workers)
     write_atomic(args.out, json.dumps(results) + "\n")
     print(f"wrote {len(results)} detections of {len(dataset.images)} images to {args.out}")
     # Evaluate the file just written, as tools/evaluate.py would: the numbers can be reproduced

@@ -1,0 +1,90 @@
+"""prefetch_inputs: iter_inputs' output through a worker pool, errors at their image, a bounded
+window, and a pool that is gone once the consumer stops."""
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.errors import DetectionError
+from detector.pipeline import iter_inputs
+from detector.prefetch import prefetch_inputs
+from proposals.combined import ProposalConfig, Proposer
+from proposals.selective_search import SelectiveSearchConfig
+
+SMALL_SEARCH = Proposer(ProposalConfig(SelectiveSearchConfig(max_boxes=20, min_box_side=4)))
+
+
+@dataclass(frozen=True)
+class MarkingProposer:
+    """One fixed box per image, and a file per call in ``folder``: the calls can be counted
+    from the test process although they run in workers."""
+
+    folder: str
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        Path(self.folder, f"{time.perf_counter_ns()}").touch()
+        return np.array([[0, 0, 8, 8]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
+    """Four 64 x 48 PNGs: a coloured rectangle on noise, placed differently in each."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    found = []
+    for i in range(4):
+        image = rng.integers(80, 120, (48, 64, 3), dtype=np.uint8)
+        x, y = 4 + 8 * i, 3 + 5 * i
+        image[y:y + 20, x:x + 24] = (200, 40 * i, 30)
+        Image.fromarray(image).save(root / f"im{i}.png")
+        found.append((f"im{i}", str(root / f"im{i}.png")))
+    return found
+
+
+@pytest.mark.parametrize("workers", [0, 2])  # 1 worker: the tests below
+def test_yields_exactly_what_iter_inputs_yields(items, workers):
+    expected = list(iter_inputs(items, proposer=SMALL_SEARCH))
+    got = list(prefetch_inputs(items, proposer=SMALL_SEARCH, workers=workers, ahead=1))
+    assert [g[:2] for g in got] == [e[:2] for e in expected] == items  # same ids, same order
+    for (_, _, image, boxes), (_, _, image_ref, boxes_ref) in zip(got, expected):
+        assert np.array_equal(image, image_ref)
+        assert boxes.dtype == np.float32 and np.array_equal(boxes, boxes_ref)
+    assert 1 <= min(len(e[3]) for e in expected) and max(len(e[3]) for e in expected) <= 20
+
+
+def test_an_unreadable_image_raises_its_error_at_that_image(items, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    listed = [items[0], ("broken", str(broken)), items[1]]
+    with pytest.raises(DetectionError) as direct:
+        list(iter_inputs(listed, proposer=SMALL_SEARCH))
+    inputs = prefetch_inputs(listed, proposer=SMALL_SEARCH, workers=1)
+    assert next(inputs)[0] == "im0"
+    with pytest.raises(DetectionError) as through_pool:
+        next(inputs)
+    assert str(through_pool.value) == str(direct.value) and str(broken) in str(direct.value)
+    assert not multiprocessing.active_children()  # the pool went down with the error
+
+
+def test_reads_a_bounded_window_ahead_and_closing_stops_the_pool(items, tmp_path):
+    marks = tmp_path / "calls"
+    marks.mkdir()
+    many = [(f"{i}", items[i % len(items)][1]) for i in range(40)]
+    inputs = prefetch_inputs(many, proposer=MarkingProposer(str(marks)), workers=1, ahead=2)
+    assert next(inputs)[0] == "0"
+    time.sleep(3.0)  # ample time for the worker to run past its window, were it unbounded
+    assert 1 <= len(list(marks.iterdir())) <= 1 + 2  # the held image and at most 2 ahead
+    closing = threading.Thread(target=inputs.close)
+    closing.start()
+    closing.join(timeout=60)
+    assert not closing.is_alive() and not multiprocessing.active_children()
+
+
+def test_rejects_negative_workers(items):
+    with pytest.raises(DetectionError, match="workers -1"):
+        next(prefetch_inputs(items, workers=-1))
