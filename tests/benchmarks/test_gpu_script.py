@@ -1,0 +1,80 @@
+"""benchmarks/gpu.py --small end to end on CPU: every section present, positive figures that
+agree with each other, and the run's description in the JSON."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RACCOON = ROOT.parent / "shared" / "data" / "raccoon"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    """The script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def report(gpu, tmp_path_factory):
+    path = tmp_path_factory.mktemp("gpu") / "figures.json"
+    # --workers 0: two worker pools would start here, ~15 s on a busy 2-core machine; the pool
+    # itself is tested in tests/detector/test_prefetch.py.
+    assert gpu.main(["--small", "--workers", "0", "--peak-tflops", "1", "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def rows(report: dict, section: str) -> dict[str, dict]:
+    return {r["setting"]: r for r in report["sections"][section]}
+
+
+def test_every_section_has_positive_figures(gpu, report):
+    expected = set(gpu.SECTIONS) if RACCOON.is_dir() else {"classification", "ensemble",
+                                                           "training", "compile"}
+    assert set(report["sections"]) == expected
+    assert report["sections"]["compile"] == []  # skipped with --small: minutes on a CPU
+    assert any("compile: skipped" in note for note in report["notes"])
+    for section in expected - {"compile"}:
+        assert report["sections"][section], f"{section} is empty: {report['notes']}"
+        assert all(r["value"] > 0 for r in report["sections"][section]), section
+    meta = report["meta"]
+    assert meta["small"] and meta["torch"] and meta["date"] and meta["device"].startswith("CPU")
+    assert meta["peak_tflops"] == 1 and meta["peak_source"] == "--peak-tflops"
+
+
+def test_classification_rows_cover_modes_and_batches_with_consistent_flops(gpu, report):
+    got = rows(report, "classification")
+    size = gpu.SMALL.input_size
+    assert set(got) == {f"{mode} b{batch}" for mode in gpu.MODES[:-1]
+                        for batch in gpu.SMALL.batches}
+    for r in got.values():  # 3.0 GFLOP per 224 px region, scaled by area; peak is 1 TFLOP/s
+        assert r["tflops"] == pytest.approx(r["value"] * 3.0 * (size / 224) ** 2 / 1e3)
+        assert r["peak_share"] == pytest.approx(r["tflops"])
+
+
+def test_ensemble_modes_agree_and_training_has_both_precisions(gpu, report):
+    modes = {setting.split(" b")[0] for setting in rows(report, "ensemble")}
+    assert modes == {"sequential", "sequential+channels_last", "vmap stacked",
+                     "detect_array (tools)"}
+    gap = [n for n in report["notes"] if "vmap and sequential" in n]
+    assert gap and float(gap[0].rsplit("<= ", 1)[1]) < 0.05  # bf16 rounding, not a bug
+    assert {setting.split(",")[0] for setting in rows(report, "training")} == {
+        "fp32", "bf16 autocast (tools/train.py on CUDA)"}
+
+
+@pytest.mark.skipif(not RACCOON.is_dir(), reason=f"{RACCOON} not found")
+def test_pipeline_ratio_is_the_pipeline_over_its_slower_part(report):
+    got = list(rows(report, "pipeline").values())
+    proposals, classification, pipeline, ratio = (r["value"] for r in got)
+    assert ratio == pytest.approx(pipeline / min(proposals, classification))
+    agreement = next(iter(rows(report, "parity").values()))
+    assert 0 < agreement["value"] <= 100 and agreement["unit"] == "%"
