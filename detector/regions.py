@@ -42,7 +42,11 @@ def normalize_image(image: Tensor | np.ndarray) -> Tensor:
     After this, the ImageNet mean colour is exactly 0, which is what makes roi_align's zero fill
     outside the image R-CNN's mean fill.
     """
-    pixels = unit_pixels(image)
+    return standardize(unit_pixels(image))
+
+
+def standardize(pixels: Tensor) -> Tensor:
+    """Float ``[..., 3, H, W]`` RGB in [0, 1] -> ``(x - mean) / std`` with ImageNet's statistics."""
     mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
     return (pixels - mean) / std

@@ -20,7 +20,7 @@ from torch import nn
 
 from detector.box_coder import encode
 from detector.datasets import ImageRecord, read_image
-from detector.regions import IMAGENET_MEAN, IMAGENET_STD, warp_regions
+from detector.regions import standardize, warp_regions
 from detector.sampling import label_regions, sample_regions, with_ground_truth
 from proposals.cache import ProposalCache
 
@@ -29,8 +29,6 @@ REGRESSION_IOU = 0.6
 # Photometric distortion: brightness, contrast and saturation each scaled by a factor drawn
 # uniformly from [1 - d, 1 + d] (the colour jitter of common ImageNet training recipes).
 PHOTOMETRIC_RANGE = 0.2
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 @dataclass
@@ -69,24 +67,16 @@ class RegionBatches(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Fix the image order of ``epoch`` (call before iterating a new loader)."""
         self.epoch = epoch
-        order = torch.randperm(len(self.records), generator=self._generator(epoch, -1))
-        batches = [b.tolist() for b in order.split(self.images_per_batch)]
-        # Every rank must run the same number of steps (DDP synchronises each one): wrap around
-        # to the first batches of the epoch to fill the last round.
-        rounds = -(-len(batches) // self.world)
-        batches = (batches * 2)[:rounds * self.world] if batches else []
-        self.batches = batches[self.rank::self.world]
+        self.batches = epoch_batches(len(self.records), self.images_per_batch,
+                                     seeded_generator(self.seed, epoch, -1), self.rank, self.world)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> list[ImageSample]:
-        generator = self._generator(self.epoch, index)
+        generator = seeded_generator(self.seed, self.epoch, index)
         return [self._sample(self.records[i], generator) for i in self.batches[index]]
 
-    def _generator(self, epoch: int, index: int) -> torch.Generator:
-        # One stream per (seed, epoch, batch): independent of workers and of resumption.
-        return torch.Generator().manual_seed(hash_seed(self.seed, epoch, index))
 
     def _sample(self, record: ImageRecord, generator: torch.Generator) -> ImageSample:
         image = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).contiguous()
@@ -110,6 +100,25 @@ class RegionBatches(torch.utils.data.Dataset):
         if not self.photometric:
             factors = torch.ones(3)
         return ImageSample(image, boxes, labels, targets, regress, factors)
+
+
+def epoch_batches(count: int, per_batch: int, generator: torch.Generator, rank: int = 0,
+                  world: int = 1) -> list[list[int]]:
+    """This rank's batches of one epoch: indices 0..count-1 in ``generator``'s order, in groups
+    of ``per_batch``; under DDP rank r takes batches r, r + world, ..."""
+    order = torch.randperm(count, generator=generator)
+    batches = [b.tolist() for b in order.split(per_batch)]
+    # Every rank must run the same number of steps (DDP synchronises each one): wrap around
+    # to the first batches of the epoch to fill the last round.
+    rounds = -(-len(batches) // world)
+    batches = (batches * 2)[:rounds * world] if batches else []
+    return batches[rank::world]
+
+
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A torch generator seeded from integers, e.g. (seed, epoch, batch): one stream per batch,
+    independent of loader workers and of resumption."""
+    return torch.Generator().manual_seed(hash_seed(*parts))
 
 
 def hash_seed(*parts: int) -> int:
@@ -143,7 +152,7 @@ def warp_batch(samples: list[ImageSample], device: torch.device, input_size: int
     inputs = []
     for s in samples:
         image = distort(s.image.to(device).float() / 255, s.photometric.to(device))
-        image = (image - _MEAN.to(device)) / _STD.to(device)
+        image = standardize(image)
         inputs.append(warp_regions(image, s.boxes.to(device), input_size, context_pad))
     cat = lambda name: torch.cat([getattr(s, name) for s in samples]).to(device)  # noqa: E731
     return torch.cat(inputs), cat("labels"), cat("targets"), cat("regress")

@@ -25,7 +25,7 @@ from torchvision.ops import nms
 from detector.checkpoint import load_checkpoint, write_payload
 from detector.classifier import FEATURES, MIN_INPUT_SIZE, build_trunk
 from detector.errors import DetectionError
-from detector.regions import IMAGENET_MEAN, IMAGENET_STD, unit_pixels
+from detector.regions import standardize, unit_pixels
 
 CHECKPOINT_KIND = "multibox"
 # Proposals kept per image, and the NMS that comes first (GoogLeNet's detection entry added the
@@ -109,9 +109,7 @@ def prepare_image(pixels: Tensor, input_size: int) -> Tensor:
     """
     resized = F.interpolate(pixels[None], size=(input_size, input_size), mode="bilinear",
                             antialias=True, align_corners=False)[0]
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
-    return (resized.clamp(0, 1) - mean) / std
+    return standardize(resized.clamp(0, 1))
 
 
 @torch.inference_mode()

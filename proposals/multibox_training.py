@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from detector.datasets import ImageRecord, read_image
-from detector.training import PHOTOMETRIC_RANGE, distort, flip_boxes, hash_seed
+from detector.training import (PHOTOMETRIC_RANGE, distort, epoch_batches, flip_boxes,
+                               seeded_generator)
 from proposals.multibox import prepare_image
 
 FULL_IMAGE_SHARE = 0.5      # samples that are the whole image
@@ -65,22 +66,16 @@ class MultiBoxBatches(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        order = torch.randperm(len(self.records), generator=self._generator(epoch, -1))
-        batches = [b.tolist() for b in order.split(self.images_per_batch)]
-        rounds = -(-len(batches) // self.world)
-        batches = (batches * 2)[:rounds * self.world] if batches else []
-        self.batches = batches[self.rank::self.world]
+        self.batches = epoch_batches(len(self.records), self.images_per_batch,
+                                     seeded_generator(self.seed, epoch, -1), self.rank, self.world)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> tuple[Tensor, list[Tensor]]:
-        generator = self._generator(self.epoch, index)
+        generator = seeded_generator(self.seed, self.epoch, index)
         samples = [self._sample(self.records[i], generator) for i in self.batches[index]]
         return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
-
-    def _generator(self, epoch: int, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(hash_seed(self.seed, epoch, index))
 
     def _sample(self, record: ImageRecord, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         pixels = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).float() / 255
@@ -116,7 +111,7 @@ def sample_training_boxes(records: list[ImageRecord], count: int, *, seed: int,
     found, draw = [], 0
     while sum(len(b) for b in found) < count:
         for i, (boxes, width, height) in enumerate(gts):
-            generator = torch.Generator().manual_seed(hash_seed(seed, draw, i))
+            generator = seeded_generator(seed, draw, i)
             window = random_crop(width, height, generator) if crop else (0, 0, width, height)
             kept = crop_boxes(boxes, window)
             if flip and bool(torch.rand(1, generator=generator) < 0.5):
