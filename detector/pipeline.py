@@ -12,7 +12,7 @@ Library code: it follows the input tensors' device and never picks one itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch import Tensor
 from detector.checkpoint import ModelSpec, check_ensemble, load_checkpoint
 from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
 from detector.datasets import read_image
+from detector.ensemble import InferencePath, member_outputs
 from detector.errors import DetectionError
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
 from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
@@ -97,45 +98,55 @@ def _member(path: str, payload: dict) -> RegionClassifier:
 
 @torch.inference_mode()
 def detect(image: Tensor | np.ndarray, proposals: Tensor | np.ndarray,
-           members: list[RegionClassifier], *, input_size: int, context_pad: int,
+           members: Sequence[RegionClassifier], *, input_size: int, context_pad: int,
            batch_size: int = DEFAULT_BATCH_SIZE, score_threshold: float = SCORE_THRESHOLD,
            nms_iou: float = NMS_IOU, max_per_image: int | None = MAX_PER_IMAGE,
-           autocast: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+           path: InferencePath = InferencePath()) -> tuple[Tensor, Tensor, Tensor]:
     """Detect objects in one image with an ensemble of region classifiers.
 
     Args:
         image: RGB uint8 ``Tensor[3, H, W]`` (work happens on its device, where the members must
             be) or ``ndarray[H, W, 3]`` (CPU).
         proposals: ``[N, 4]`` boxes ``(x1, y1, x2, y2)`` in the image's pixels, any N >= 0.
-        members: classifiers in eval mode, all with or all without a background column.
+        members: classifiers in eval mode, all with or all without a background column, as
+            `detector.ensemble.prepare_members` made them for ``path``.
         input_size, context_pad: the warp the members were trained with (their ModelSpec).
         batch_size: regions warped and classified at once; bounds memory for any N.
         score_threshold, nms_iou, max_per_image: see `detector.postprocess.postprocess`.
-        autocast: e.g. ``torch.bfloat16`` to run the networks in mixed precision (tools turn it
-            on for CUDA); None = float32. Softmax, averaging and box arithmetic stay float32.
+        path: how the networks run (`detector.ensemble.InferencePath`; default float32; the
+            tools use ``default_path(device)``, bf16 autocast on CUDA). Softmax, averaging and
+            box arithmetic stay float32 whatever it is.
     Returns:
         ``boxes [M, 4]`` float32 in image pixels, ``scores [M]`` float32 (the ensemble's mean
         softmax probability), ``labels [M]`` int64 in 1..K; best first, M <= max_per_image.
     """
     pixels = normalize_image(image)  # float32 [3, H, W]; ImageNet mean = 0 = the warp's fill
     boxes = torch.as_tensor(proposals, dtype=torch.float32).to(pixels.device)
+    probs, deltas = classify_regions(pixels, boxes, members, input_size=input_size,
+                                     context_pad=context_pad, batch_size=batch_size, path=path)
+    return postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]), score_threshold, nms_iou,
+                       max_per_image, background=members[0].background)
+
+
+@torch.inference_mode()
+def classify_regions(pixels: Tensor, boxes: Tensor, members: Sequence[RegionClassifier], *,
+                     input_size: int, context_pad: int, batch_size: int = DEFAULT_BATCH_SIZE,
+                     path: InferencePath = InferencePath()) -> tuple[Tensor, Tensor | None]:
+    """The ensemble's verdict on every box: ``pixels`` float32 [3, H, W] (`normalize_image`),
+    ``boxes`` float32 [N, 4] on its device -> mean softmax ``[N, C]`` float32 (C = K + 1, or K
+    without a background column) and the mean box deltas ``[N, K, 4]`` of the members that
+    have a regression head (None if none has)."""
     probs, deltas = [], []
     for regions in iter_warped_regions(pixels, boxes, input_size, context_pad, batch_size):
-        with torch.autocast(pixels.device.type, dtype=autocast or torch.bfloat16,
-                            enabled=autocast is not None):
-            outputs = [member(regions) for member in members]
+        outputs = member_outputs(members, regions, path)
         # The paper's ensemble: each member's class probabilities, averaged.
         probs.append(torch.stack([logits.float().softmax(dim=1) for logits, _ in outputs]).mean(0))
-        # Box deltas: the mean over the members that have a regression head (if any has one).
         regressed = [d.float() for _, d in outputs if d is not None]
         deltas.append(torch.stack(regressed).mean(0) if regressed else None)
-    background = members[0].background
     if not probs:  # no proposals: nothing to classify
-        width = members[0].num_classes + int(background)
-        probs, deltas = [pixels.new_zeros((0, width))], [None]
-    box_deltas = torch.cat(deltas) if deltas[0] is not None else None
-    return postprocess(boxes, torch.cat(probs), box_deltas, tuple(pixels.shape[1:]),
-                       score_threshold, nms_iou, max_per_image, background=background)
+        width = members[0].num_classes + int(members[0].background)
+        return pixels.new_zeros((0, width)), None
+    return torch.cat(probs), torch.cat(deltas) if deltas[0] is not None else None
 
 
 def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,

@@ -20,12 +20,14 @@ import contextlib
 import io
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from detector.ensemble import InferencePath, default_path, prepare_members
 from detector.errors import DetectionError
 from detector.evaluation import detect_array
 from detector.fileio import write_atomic
@@ -61,9 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """--device, --max-per-image, --batch-size, --workers (shared with tools/test.py)."""
+    """--device, --max-per-image, --batch-size, --workers and how the networks run (shared with
+    tools/test.py)."""
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when present (with bf16 autocast), else CPU")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="run the networks in channels_last (NHWC) memory (default: the device's "
+                        "default path, see BENCHMARKS.md)")
+    p.add_argument("--stacked", action=argparse.BooleanOptionalAction,
+                   help="run an ensemble's members as one vmapped call per batch (torch.func)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile each network (inductor; the first batch waits minutes)")
     p.add_argument("--max-per-image", type=int, default=100,
                    help="keep at most this many detections per image (default 100, COCO's maxDets)")
     p.add_argument("--batch-size", type=int, default=256,
@@ -78,6 +90,20 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
     if args.max_per_image < 1 or args.batch_size < 1 or args.workers < 0:
         raise DetectionError("--max-per-image and --batch-size must be at least 1, --workers at "
                              "least 0")
+
+
+def inference_path(args: argparse.Namespace, device: torch.device) -> InferencePath:
+    """`default_path(device)` with what --precision, --channels-last, --stacked and --compile
+    change."""
+    path = default_path(device)
+    if args.precision != "auto":
+        path = replace(path, autocast=torch.bfloat16 if args.precision == "bf16" else None)
+    for flag in ("channels_last", "stacked"):
+        if getattr(args, flag) is not None:
+            path = replace(path, **{flag: getattr(args, flag)})
+    if args.compile is not None:
+        path = replace(path, compile="inductor" if args.compile else None)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +121,8 @@ def run(args: argparse.Namespace) -> None:
     items = list_images(args.inputs)
     device = pick_device(args.device)
     ensemble = load_model(args.checkpoint, device)
+    inference = inference_path(args, device)
+    members = prepare_members(ensemble.members, inference)
     cache, proposer = proposal_source(args.proposals, ensemble, args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,12 +131,13 @@ def run(args: argparse.Namespace) -> None:
     # stored pixel grid.
     inputs = prefetch_inputs(items, cache=cache, proposer=proposer, apply_exif=cache is None,
                              workers=args.workers)
+    print(f"{len(members)} network(s) on {device}: {inference.describe()}")
     with contextlib.closing(inputs):  # an error stops the workers at once
         for image_id, path, image, proposals in tqdm(inputs, total=len(items), desc="detect",
                                                      unit="img"):
-            boxes, scores, labels = detect_array(ensemble.members, ensemble.spec, image,
-                                                 proposals, device, args.batch_size,
-                                                 args.max_per_image)
+            boxes, scores, labels = detect_array(members, ensemble.spec, image, proposals,
+                                                 device, args.batch_size, args.max_per_image,
+                                                 inference)
             results += to_results(image_id, range(1, len(ensemble.classes) + 1), boxes, scores,
                                   labels)
             shown = scores >= args.score_threshold

@@ -24,8 +24,8 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.evaluation import detect_records
 from detector.pipeline import Ensemble, load_ensemble
-from tools.detect import (add_inference_arguments, check_inference_arguments, pick_device,
-                          proposal_source)
+from tools.detect import (add_inference_arguments, check_inference_arguments, inference_path,
+                          pick_device, proposal_source)
 from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
 from tools.evaluate import run as evaluate_run
 
@@ -65,10 +65,12 @@ def run(args: argparse.Namespace) -> None:
     ensemble = load_ensemble(args.checkpoint, device)
     category_ids = dataset_category_ids(ensemble, dataset, args.checkpoint[0])
     cache, proposer = proposal_source(args.proposals, ensemble, args.checkpoint)
+    path = inference_path(args, device)
+    print(f"{len(ensemble.members)} network(s) on {device}: {path.describe()}")
     results = detect_records(ensemble.members, ensemble.spec, dataset.images, cache, device,
                              category_ids, proposer=proposer, batch_size=args.batch_size,
                              max_per_image=args.max_per_image, progress="test",
-                             workers=args.workers)
+                             workers=args.workers, path=path)
     write_atomic(args.out, json.dumps(results) + "\n")
     print(f"wrote {len(results)} detections of {len(dataset.images)} images to {args.out}")
     # Evaluate the file just written, as tools/evaluate.py would: the numbers can be reproduced

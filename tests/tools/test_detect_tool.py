@@ -92,6 +92,22 @@ def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
     assert one and two and [d["score"] for d in one] != [d["score"] for d in two]
 
 
+def test_inference_flags_choose_the_path_and_keep_the_detections(images, checkpoints, tmp_path,
+                                                                capsys):
+    args = [str(images / "folder"), "--score-threshold", "0", "--checkpoint",
+            str(checkpoints / "a.pt"), "--checkpoint", str(checkpoints / "b.pt")]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    assert "2 network(s) on cpu: fp32" in capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path / "fast"), "--stacked", "--channels-last"]) == 0
+    assert "2 network(s) on cpu: channels_last, stacked" in capsys.readouterr().out
+    plain, fast = (json.loads((tmp_path / name / "detections.json").read_text())
+                   for name in ("plain", "fast"))
+    assert len(plain) == len(fast) > 0
+    for a, b in zip(plain, fast):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert np.allclose(a["bbox"], b["bbox"]) and abs(a["score"] - b["score"]) < 1e-5
+
+
 def random_imagenet_weights(*args, **kwargs):
     """Random GoogLeNet weights whose fc favours labels 11 and 21 (ImageNet classes 10 and 20):
     real weights give such peaked softmaxes, while uniform ones (0.001 a class) would all
@@ -141,6 +157,8 @@ ERRORS = {
     "no proposals": (empty_cache, "single.png: no proposals"),
     "missing input": (lambda t: [str(t / "nope.jpg"), "--checkpoint", "{a}"], "no such image file"),
     "no weights download": (lambda t: ["{single}"], "cannot download torchvision's ImageNet GoogLeNet"),
+    "stacked and compiled": (lambda t: ["{single}", "--checkpoint", "{a}", "--stacked",
+                                        "--compile"], "choose one of --stacked and --compile"),
 }
 
 

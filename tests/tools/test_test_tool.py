@@ -83,7 +83,7 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
     for i in range(3):
         cache.save(f"im{i}", np.array([RED, BLUE], np.float32))
 
-    def oracle(members, spec, image, proposals, device, batch_size, max_per_image):
+    def oracle(members, spec, image, proposals, device, batch_size, max_per_image, path):
         return proposals, np.array([0.9, 0.8], np.float32), np.array([1, 2])
 
     monkeypatch.setattr(detector.evaluation, "detect_array", oracle)
