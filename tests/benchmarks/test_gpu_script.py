@@ -13,15 +13,22 @@ RACCOON = ROOT.parent / "shared" / "data" / "raccoon"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def load(name: str, path: Path):
+    """A module from a file (benchmarks/ is not a package), registered under ``name``:
+    dataclasses look their module up while it is executed, and gpu.py imports gpu_sections."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def gpu():
-    """The script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it is executed
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    """The script as a module, with its sections module."""
+    load("gpu_sections", ROOT / "benchmarks" / "gpu_sections.py")
+    yield load("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
+    del sys.modules["gpu_benchmark"], sys.modules["gpu_sections"]
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +68,13 @@ def test_classification_rows_cover_modes_and_batches_with_consistent_flops(gpu, 
         assert r["peak_share"] == pytest.approx(r["tflops"])
 
 
-def test_ensemble_modes_agree_and_training_has_both_precisions(gpu, report):
+def test_ensemble_paths_agree_and_training_has_both_precisions(report):
+    sections = sys.modules["gpu_sections"]
     modes = {setting.split(" b")[0] for setting in rows(report, "ensemble")}
-    assert modes == {"sequential", "sequential+channels_last", "vmap stacked",
-                     "detect_array (tools)"}
-    gap = [n for n in report["notes"] if "vmap and sequential" in n]
-    assert gap and float(gap[0].rsplit("<= ", 1)[1]) < 0.05  # bf16 rounding, not a bug
+    assert modes == set(sections.ENSEMBLE_PATHS)
+    gaps = [n for n in report["notes"] if "mean softmax within" in n]
+    assert len(gaps) == len(modes)
+    assert all(float(n.split("within ")[1].split()[0]) < 0.05 for n in gaps)  # bf16 rounding
     assert {setting.split(",")[0] for setting in rows(report, "training")} == {
         "fp32", "bf16 autocast (tools/train.py on CUDA)"}
 
@@ -76,5 +84,6 @@ def test_pipeline_ratio_is_the_pipeline_over_its_slower_part(report):
     got = list(rows(report, "pipeline").values())
     proposals, classification, pipeline, ratio = (r["value"] for r in got)
     assert ratio == pytest.approx(pipeline / min(proposals, classification))
-    agreement = next(iter(rows(report, "parity").values()))
-    assert 0 < agreement["value"] <= 100 and agreement["unit"] == "%"
+    agreement = rows(report, "parity")
+    assert {s.split(": ")[1] for s in agreement} == set(sys.modules["gpu_sections"].PARITY_PATHS)
+    assert all(0 < r["value"] <= 100 and r["unit"] == "%" for r in agreement.values())
