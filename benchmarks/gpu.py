@@ -69,7 +69,8 @@ def run_sections(sections: list[str], args: argparse.Namespace, device: torch.de
     section that raises is noted with its traceback and left empty."""
     found: dict[str, list] = {}
     with tempfile.TemporaryDirectory(prefix="gpu_bench_") as root:
-        test = (HeldOut(args.data, sizes.images, sizes.max_boxes, args.workers, f"{root}/cache")
+        test = (HeldOut(args.data, sizes.images, sizes.max_boxes, args.workers, f"{root}/cache",
+                        args.proposals)
                 if {"pipeline", "parity"} & set(sections) else None)
         jobs = {"classification": lambda: classification(device, sizes, peak),
                 "ensemble": lambda: ensemble(device, sizes, notes),
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="selective search processes in (c) (default: CPUs - 1; 1 with --small)")
     p.add_argument("--data", type=Path, default=DATA,
                    help="the folder holding raccoon/ (default ../shared/data)")
+    p.add_argument("--proposals", metavar="CACHE",
+                   help="a tools/propose.py cache of the raccoon test images for (e) (default: "
+                        "selective search, computed once; needs OpenCV contrib)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--cudnn-benchmark", action="store_true",

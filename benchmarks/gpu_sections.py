@@ -200,16 +200,18 @@ def ensemble(device: torch.device, sizes: Sizes, notes: list) -> list:
 
 class HeldOut:
     """raccoon's test images (data/test_labels.csv, the first ``count``), the proposer and
-    workers of (c), and the proposal cache that (c) fills (or (e), where (c) did not run)."""
+    workers of (c), and the proposal cache that (c) fills (or (e), where (c) did not run and
+    no ``cache`` folder, a tools/propose.py cache of these images, was given)."""
 
-    def __init__(self, data: Path, count: int, max_boxes: int | None, workers: int, root: str):
+    def __init__(self, data: Path, count: int, max_boxes: int | None, workers: int, root: str,
+                 cache: str | None = None):
         base = data / "raccoon"
         dataset = load_dataset(base / "annotations", images=base / "images",
                                split=str(base / "data" / "test_labels.csv"))
         self.dataset = replace(dataset, images=dataset.images[:count])
         self.proposer = Proposer(ProposalConfig(SelectiveSearchConfig(max_boxes=max_boxes)))
         self.workers, self.root = workers, root
-        self.cache: ProposalCache | None = None
+        self.cache = ProposalCache.open(cache) if cache else None
 
     def fill_cache(self, records: list) -> tuple[float, float]:
         """Proposals alone: ``records`` through `prefetch_inputs` into a new cache. Returns

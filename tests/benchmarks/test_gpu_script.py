@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,3 +88,18 @@ def test_pipeline_ratio_is_the_pipeline_over_its_slower_part(report):
     agreement = rows(report, "parity")
     assert {s.split(": ")[1] for s in agreement} == set(sys.modules["gpu_sections"].PARITY_PATHS)
     assert all(0 < r["value"] <= 100 and r["unit"] == "%" for r in agreement.values())
+
+
+@pytest.mark.skipif(not RACCOON.is_dir(), reason=f"{RACCOON} not found")
+def test_held_out_images_read_a_given_proposal_cache(gpu, tmp_path):
+    from proposals.cache import ProposalCache
+
+    sections = sys.modules["gpu_sections"]
+    probe = sections.HeldOut(RACCOON.parent, 2, None, 0, str(tmp_path / "unused"))
+    first = probe.dataset.images[0].image_id
+    cache = ProposalCache.create(tmp_path / "given", "selective_search", {})
+    cache.save(first, np.array([[1, 2, 30, 40]], np.float32))
+    test = sections.HeldOut(RACCOON.parent, 2, None, 0, str(tmp_path / "unused"),
+                            str(tmp_path / "given"))
+    assert test.proposals(first).tolist() == [[1, 2, 30, 40]]  # read, not computed
+    assert not (tmp_path / "unused").exists()
