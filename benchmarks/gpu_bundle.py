@@ -3,8 +3,8 @@
     python benchmarks/gpu_bundle.py --checkpoint runs/raccoon_s0/last.pt \\
         --proposals cache/raccoon_ss_x2 --out cache/gpu_data
 
-Writes, under --out: ``raccoon/`` with the first 40 test images, every annotation and the split
-files (gpu.py --data); ``model.pt``, the checkpoint without its optimizer, scheduler and random
+Writes, under --out: ``raccoon/`` with the first 40 test images, their annotations and a
+test split of them (gpu.py --data); ``model.pt``, the checkpoint without its optimizer, scheduler and random
 state (inference needs none of them, and they double its size); ``proposals/``, the test images'
 proposals from --proposals, so that (e) needs no OpenCV contrib there. Then prints the size and
 the commands to run. The device tool carries at most 64 MiB a call, and OpenCV contrib (for
@@ -52,13 +52,20 @@ def bundle(args: argparse.Namespace) -> int:
                              "test images); fill it with tools/propose.py first")
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(args.data / "annotations", out / "raccoon" / "annotations")
-    shutil.copytree(args.data / "data", out / "raccoon" / "data")
-    (out / "raccoon" / "images").mkdir()
+    for folder in ("annotations", "images", "data"):
+        (out / "raccoon" / folder).mkdir(parents=True)
     copy = ProposalCache.create(out / "proposals", cache.method, cache.params, cache.version)
+    names = set()
     for record in records:
-        shutil.copy2(record.file_name, out / "raccoon" / "images")
+        image = Path(record.file_name)
+        shutil.copy2(image, out / "raccoon" / "images")
+        shutil.copy2(args.data / "annotations" / f"{image.stem}.xml", out / "raccoon" / "annotations")
         copy.save(record.image_id, cache.load(record.image_id))
+        names.add(image.name)
+    # The split lists just the images taken: the reader wants an image for every listed name.
+    lines = split.read_text().splitlines()
+    kept = [lines[0]] + [ln for ln in lines[1:] if ln.split(",")[0] in names]
+    (out / "raccoon" / "data" / split.name).write_text("\n".join(kept) + "\n")
     payload = load_checkpoint(args.checkpoint)
     write_payload(out / "model.pt", {k: v for k, v in payload.items()
                                      if k not in TRAINING_STATE})
