@@ -4,9 +4,10 @@
         --proposals cache/raccoon_ss_x2 --out cache/gpu_data
 
 Writes, under --out: ``raccoon/`` with the first 40 test images, their annotations and a
-test split of them (gpu.py --data); ``model.pt``, the checkpoint without its optimizer, scheduler and random
-state (inference needs none of them, and they double its size); ``proposals/``, the test images'
-proposals from --proposals, so that (e) needs no OpenCV contrib there. Then prints the size and
+test split of them (gpu.py --data); ``model.pt``, the checkpoint without its optimizer,
+scheduler and random state (inference needs none of them, and they double its size);
+``proposals/``, the test images' proposals from --proposals, so that (e) needs no OpenCV
+contrib there. Then prints the size and
 the commands to run. The device tool carries at most 64 MiB a call, and OpenCV contrib (for
 selective search in (c)) is a 56 MB wheel, so (c) runs in a call of its own, without model.pt.
 """
@@ -59,7 +60,8 @@ def bundle(args: argparse.Namespace) -> int:
     for record in records:
         image = Path(record.file_name)
         shutil.copy2(image, out / "raccoon" / "images")
-        shutil.copy2(args.data / "annotations" / f"{image.stem}.xml", out / "raccoon" / "annotations")
+        shutil.copy2(args.data / "annotations" / f"{image.stem}.xml",
+                     out / "raccoon" / "annotations")
         copy.save(record.image_id, cache.load(record.image_id))
         names.add(image.name)
     # The split lists just the images taken: the reader wants an image for every listed name.
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: {size / 2**20:.1f} MiB (the device tool carries 64 MiB a call)\n"
-          "on the GPU machine, with carry=[the folder] (benchmarks/gpu_device.sh sets PYTHONPATH):\n"
+          "on the GPU machine, with carry=[the folder] (gpu_device.sh sets PYTHONPATH):\n"
           f"  bash benchmarks/gpu_device.sh --data {args.out} --checkpoint {args.out}/model.pt "
           f"--proposals {args.out}/proposals --only classification ensemble training parity "
           "compile --json $OUT/gpu.json\n"

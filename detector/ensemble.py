@@ -106,7 +106,8 @@ class StackedMembers(Sequence[nn.Module]):
         shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in folded]
         if any(s != shapes[0] for s in shapes[1:]):
             raise DetectionError("stacked members need one architecture (same classes and "
-                                 "box-regression head); drop --stacked to run them one after another")
+                                 "box-regression head); drop --stacked to run them one after "
+                                 "another")
         params, buffers = stack_module_state(folded)
         self.dtype = dtype
         if dtype is not None:

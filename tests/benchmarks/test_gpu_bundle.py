@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(not RACCOON.is_dir(), reason=f"{RACCOON} not fou
 
 @pytest.fixture(scope="module")
 def bundle():
-    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "benchmarks" / "gpu_bundle.py")
+    path = ROOT / "benchmarks" / "gpu_bundle.py"
+    spec = importlib.util.spec_from_file_location("gpu_bundle", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
