@@ -12,9 +12,10 @@ from torchvision.models import googlenet
 
 from detector.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
+from detector.ensemble import InferencePath, default_path
 from eval.detections import load_results
 from proposals.cache import ProposalCache
-from tools.detect import main
+from tools.detect import build_parser, inference_path, main
 
 CLASSES = ["red", "blue"]
 # Few, small proposals: selective search capped at 6 boxes per image.
@@ -106,6 +107,18 @@ def test_inference_flags_choose_the_path_and_keep_the_detections(images, checkpo
     for a, b in zip(plain, fast):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert np.allclose(a["bbox"], b["bbox"]) and abs(a["score"] - b["score"]) < 1e-5
+
+
+def test_inference_path_is_the_device_default_unless_a_flag_changes_it():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # only the type is read
+    args = lambda *flags: build_parser().parse_args(["x.jpg", *flags])  # noqa: E731
+    assert inference_path(args(), cuda) == default_path(cuda) == InferencePath(torch.bfloat16)
+    assert inference_path(args(), cpu) == InferencePath()
+    assert inference_path(args("--precision", "fp32"), cuda) == InferencePath()
+    assert inference_path(args("--precision", "bf16", "--channels-last", "--compile"), cpu) == \
+        InferencePath(torch.bfloat16, channels_last=True, compile="inductor")
+    assert inference_path(args("--stacked", "--no-channels-last"), cuda) == \
+        InferencePath(torch.bfloat16, stacked=True)
 
 
 def random_imagenet_weights(*args, **kwargs):
