@@ -51,7 +51,7 @@ def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
     load = partial(load_input, cache=cache, proposer=proposer, apply_exif=apply_exif)
     pending: deque[AsyncResult] = deque()
     # Leaving the with block (end, error, GeneratorExit on close) terminates the workers.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread_worker) as pool:
         for item in items:
             pending.append(pool.apply_async(load, (item,)))
             if len(pending) > (ahead or 2 * workers):
@@ -60,9 +60,10 @@ def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
             yield pending.popleft().get()
 
 
-def _one_thread() -> None:
-    """Worker start: the workers are the parallelism; threads inside each would oversubscribe
-    the cores. torch too, for a MultiBox proposer's network."""
+def one_thread_worker() -> None:
+    """Pool initializer of proposal workers (here and tools/propose.py): the workers are the
+    parallelism, and threads inside each would oversubscribe the cores; OpenCV for selective
+    search, torch for a MultiBox proposer's network."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from detector.datasets import Dataset, load_dataset, read_image
 from detector.errors import DetectionError
+from detector.prefetch import one_thread_worker
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
 from proposals.combined import ProposalConfig, Proposer, build_proposer
@@ -217,7 +218,7 @@ def compute(jobs: list[Job], cache: ProposalCache, proposer: Proposer, workers: 
         pool = None
     else:
         # spawn: a fresh interpreter per worker, no state copied from this process.
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread_worker)
         results = pool.imap_unordered(propose_one, tasks, chunksize=1)
     try:
         for outcome in results:
@@ -230,14 +231,6 @@ def compute(jobs: list[Job], cache: ProposalCache, proposer: Proposer, workers: 
         if pool is not None:
             pool.terminate()
     return outcomes
-
-
-def one_thread() -> None:
-    """Worker start: the workers are the parallelism; threads inside each would oversubscribe."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def propose_one(task: tuple[Job, ProposalCache, Proposer]) -> Outcome:
