@@ -22,8 +22,8 @@ from detector.postprocess import postprocess
 from detector.prefetch import prefetch_inputs
 from detector.regions import normalize_image
 from detector.training import ImageSample, region_step
-from eval.detections import load_results, to_results
-from eval.evaluate import evaluate
+from eval.detections import to_results
+from eval.evaluate import evaluate_results
 from proposals.cache import ProposalCache
 from proposals.combined import ProposalConfig, Proposer
 from proposals.selective_search import SelectiveSearchConfig
@@ -308,11 +308,12 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
                               ModelSpec(1, sizes.input_size, sizes.context_pad), [1])
     paths = {"fp32": InferencePath(), **PARITY_PATHS}
     prepared = {name: prepare_members(members, path) for name, path in paths.items()}
-    same, results = dict.fromkeys(PARITY_PATHS, 0), {name: [] for name in paths}
+    same, results, total = dict.fromkeys(PARITY_PATHS, 0), {name: [] for name in paths}, 0
     for record in test.dataset.images:
         image = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).to(device)
         pixels = normalize_image(image)
         boxes = torch.from_numpy(test.proposals(record.image_id)).to(device)
+        total += len(boxes)
         for name, path in paths.items():
             probs, deltas = classify_regions(pixels, boxes, prepared[name], path=path,
                                              input_size=spec.input_size,
@@ -324,20 +325,14 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
             found = postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]), max_per_image=100,
                                 background=members[0].background)
             results[name] += to_results(record.image_id, ids, *(t.cpu() for t in found))
-    total = sum(len(test.proposals(r.image_id)) for r in test.dataset.images)
     source = f"{len(checkpoints)} checkpoint(s)" if checkpoints else "random-init net"
     rows = [row("parity", f"top-1 same as fp32: {name}", 100 * count / total, "%",
                 detail=f"{total} regions, {source}, goal >= 99%") for name, count in same.items()]
     if checkpoints:
-        ap = {name: 100 * voc_map(test.dataset, found) for name, found in results.items()}
+        ap = {name: 100 * evaluate_results(test.dataset, found, "voc").mAP
+              for name, found in results.items()}
         rows += [row("parity", f"VOC AP@0.5 {name}", value, "%") for name, value in ap.items()]
         rows += [row("parity", f"AP@0.5 change: {name}", ap[name] - ap["fp32"], "points",
                      detail="goal within 0.5") for name in PARITY_PATHS]
     return rows
 
-
-def voc_map(dataset, results: list[dict]) -> float:
-    """VOC all-point mAP@0.5 in [0, 1] of COCO ``results`` on ``dataset``."""
-    detections = load_results(results, [r.image_id for r in dataset.images],
-                              dataset.category_ids, dataset.classes)
-    return evaluate(dataset, detections, "voc").mAP

@@ -13,8 +13,8 @@ from detector.datasets import Dataset, ImageRecord
 from detector.ensemble import InferencePath, default_path, prepare_members
 from detector.pipeline import detect
 from detector.prefetch import prefetch_inputs
-from eval.detections import load_results, to_results
-from eval.evaluate import evaluate
+from eval.detections import to_results
+from eval.evaluate import evaluate_results
 from eval.results import EvalResult
 from proposals.cache import ProposalCache
 
@@ -74,6 +74,4 @@ def evaluate_model(members: Sequence[torch.nn.Module], dataset: Dataset, cache: 
         member.eval()
     results = detect_records(members, spec, dataset.images, cache, device, dataset.category_ids,
                              progress="validate")
-    detections = load_results(results, [r.image_id for r in dataset.images], dataset.category_ids,
-                              dataset.classes)
-    return evaluate(dataset, detections, protocol)
+    return evaluate_results(dataset, results, protocol)

@@ -47,6 +47,15 @@ def evaluate(dataset: Dataset, detections: Detections, protocol: str) -> EvalRes
     raise DetectionError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
+def evaluate_results(dataset: Dataset, results: str | os.PathLike | list, protocol: str
+                     ) -> EvalResult:
+    """`evaluate` of COCO results (a list or a JSON file) on ``dataset``: the results are read
+    against its images and categories (`eval.detections.load_results`)."""
+    detections = load_results(results, [r.image_id for r in dataset.images],
+                              dataset.category_ids, dataset.classes)
+    return evaluate(dataset, detections, protocol)
+
+
 def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
     """Ground truth of any dataset in COCO terms (xywh from the xyxy boxes, stored areas)."""
     images = [np.full(len(r.labels), i) for i, r in enumerate(dataset.images)]

@@ -19,8 +19,7 @@ from pathlib import Path
 from detector.datasets import load_coco_instances, load_dataset
 from detector.errors import DetectionError
 from detector.fileio import write_atomic
-from eval.detections import load_results
-from eval.evaluate import PROTOCOLS, evaluate, evaluate_coco_instances
+from eval.evaluate import PROTOCOLS, evaluate_coco_instances, evaluate_results
 from eval.results import EvalResult
 
 COCO_STAT_NAMES = (
@@ -97,9 +96,7 @@ def run(args: argparse.Namespace) -> EvalResult:
         return evaluate_coco_instances(load_coco_instances(args.gt), args.detections)
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
-    dets = load_results(args.detections, [r.image_id for r in dataset.images],
-                        dataset.category_ids, dataset.classes)
-    return evaluate(dataset, dets, protocol)
+    return evaluate_results(dataset, args.detections, protocol)
 
 
 def guess_protocol(gt: str, classes: str | None) -> str:
