@@ -13,7 +13,7 @@ kernels, which matters where kernel launches, not arithmetic, bound the time.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -130,9 +130,6 @@ class StackedMembers(Sequence[nn.Module]):
 
     def __len__(self) -> int:
         return len(self.members)
-
-    def __iter__(self) -> Iterator[nn.Module]:
-        return iter(self.members)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

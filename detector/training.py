@@ -77,7 +77,6 @@ class RegionBatches(torch.utils.data.Dataset):
         generator = seeded_generator(self.seed, self.epoch, index)
         return [self._sample(self.records[i], generator) for i in self.batches[index]]
 
-
     def _sample(self, record: ImageRecord, generator: torch.Generator) -> ImageSample:
         image = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).contiguous()
         gt_boxes = torch.from_numpy(record.boxes[~record.iscrowd])

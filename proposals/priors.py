@@ -22,8 +22,9 @@ def cluster_priors(boxes: np.ndarray, k: int, *, seed: int = 0, iterations: int 
     """K prior boxes ``float32 [k, 4]`` clustering ``boxes [M, 4]`` (normalised xyxy).
 
     Greedy k-means++ seeding (the next centre drawn with probability proportional to its
-    squared distance, best of a few draws) then Lloyd iterations until no assignment changes or ``iterations`` ran. A
-    cluster that loses all its members takes the box farthest from its own centre.
+    squared distance, best of a few draws) then Lloyd iterations until no assignment changes
+    or ``iterations`` ran. A cluster that loses all its members takes the box farthest from
+    its own centre.
     Needs at least ``k`` distinct boxes.
     """
     boxes = np.asarray(boxes, dtype=np.float64)

@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 
-
 from detector.datasets import Dataset, load_dataset
 from detector.errors import DetectionError
 from detector.fileio import write_atomic
