@@ -9,6 +9,19 @@ from tools.propose import main as propose
 CLASSES = ("red", "blue")
 
 
+def save_voc_image(root: Path, stem: str, image: np.ndarray, objects: dict) -> None:
+    """``root/stem.png`` and its VOC XML; ``objects`` maps class names to ``(x1, y1, x2, y2)``
+    pixel boxes (written 1-based inclusive, as VOC stores them)."""
+    Image.fromarray(image).save(root / f"{stem}.png")
+    height, width = image.shape[:2]
+    xml = "".join(f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
+                  f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+                  for name, (x1, y1, x2, y2) in objects.items())
+    (root / f"{stem}.xml").write_text(
+        f"<annotation><filename>{stem}.png</filename><size><width>{width}</width>"
+        f"<height>{height}</height></size>{xml}</annotation>")
+
+
 def make_tiny(root: Path) -> Path:
     """Images, VOC XMLs, their selective-search cache (``cache/``) and ``tiny.yaml``."""
     rng = np.random.default_rng(0)
@@ -17,13 +30,7 @@ def make_tiny(root: Path) -> Path:
         r, b = (4 + 3 * i, 6, 34 + 3 * i, 40), (50, 30 + i, 90, 66)
         image[r[1]:r[3], r[0]:r[2]] = (210, 40, 40)
         image[b[1]:b[3], b[0]:b[2]] = (30, 40, 200)
-        Image.fromarray(image).save(root / f"im{i}.png")
-        objects = "".join(
-            f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-            for name, (x1, y1, x2, y2) in zip(CLASSES, (r, b)))
-        (root / f"im{i}.xml").write_text(f"<annotation><filename>im{i}.png</filename><size><width>96</width>"
-                                         f"<height>72</height></size>{objects}</annotation>")
+        save_voc_image(root, f"im{i}", image, dict(zip(CLASSES, (r, b))))
     assert propose(["--gt", str(root), "--out", str(root / "cache"), "--min-box-side", "4"]) == 0
     (root / "tiny.yaml").write_text(f"""
 data:

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import detector.evaluation
 from detector.checkpoint import ModelSpec, save_checkpoint
@@ -15,6 +14,8 @@ from eval.detections import load_results
 from proposals.cache import ProposalCache
 from tools.evaluate import main as evaluate_main
 from tools.test import main
+
+from _tiny import save_voc_image
 
 # The checkpoint lists its classes in another order than the dataset (sorted: blue, red).
 CLASSES = ["red", "blue"]
@@ -34,14 +35,7 @@ def voc(tmp_path_factory):
         image = rng.integers(90, 110, (48, 64, 3), dtype=np.uint8)
         image[RED[1]:RED[3], RED[0]:RED[2]] = (200, 30, 30)
         image[BLUE[1]:BLUE[3], BLUE[0]:BLUE[2]] = (20, 40, 220)
-        Image.fromarray(image).save(root / f"im{i}.png")
-        objects = "".join(
-            f"<object><name>{name}</name><bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-            for name, (x1, y1, x2, y2) in (("red", RED), ("blue", BLUE)))
-        (root / f"im{i}.xml").write_text(
-            f"<annotation><filename>im{i}.png</filename><size><width>64</width><height>48</height>"
-            f"</size>{objects}</annotation>")
+        save_voc_image(root, f"im{i}", image, {"red": RED, "blue": BLUE})
     return root
 
 

@@ -2,13 +2,10 @@
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from detector.checkpoint import load_checkpoint
-from tools.propose import main as propose
 from tools.train import main as train
 
 from _tiny import CLASSES, make_tiny
