@@ -1,0 +1,22 @@
+"""benchmarks/bench_detect.py runs the detection path and prints a positive time per image."""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_prints_seconds_per_image(capsys):
+    spec = importlib.util.spec_from_file_location("bench_detect",
+                                                  ROOT / "benchmarks" / "bench_detect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--members", "1", "--proposals", "6", "--size", "32",
+                        "--repeats", "1"]) == 0
+    found = re.search(r"detect: ([0-9.]+) s per image \(1 members, 6 proposals, 32 px\)",
+                      capsys.readouterr().out)
+    assert found and float(found.group(1)) > 0
