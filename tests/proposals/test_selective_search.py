@@ -202,15 +202,18 @@ def test_deterministic_in_process_and_across_processes() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads via /proc")
-def test_runs_single_threaded_and_restores_opencv_threads() -> None:
-    # In a fresh process: OpenCV starts its worker pool on its first parallel call, so a run
-    # that stays at one thread leaves the process's thread count unchanged.
+def test_runs_single_threaded_and_restores_opencv_threads(tmp_path: Path) -> None:
+    # In a fresh process that has made no OpenCV call yet: OpenCV starts its worker pool on its
+    # first parallel call, so a run that stays at one thread leaves the process's thread count
+    # unchanged. The image is made here and loaded with NumPy there, so that no OpenCV call
+    # (natural_image's cv2.resize) starts the pool before the count is taken.
+    np.save(tmp_path / "image.npy", natural_image(300, 400))
     code = textwrap.dedent(f"""
-        import os, sys, cv2
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_selective_search import natural_image
+        import os
+        import numpy as np
+        import cv2
         from proposals.selective_search import selective_search
-        image = natural_image(300, 400)
+        image = np.load({str(tmp_path / "image.npy")!r})
         before, threads = len(os.listdir("/proc/self/task")), cv2.getNumThreads()
         selective_search(image)
         print(before, len(os.listdir("/proc/self/task")), threads, cv2.getNumThreads())

@@ -1,0 +1,66 @@
+"""Dataset readers: COCO instances JSON, PASCAL VOC folders, ILSVRC DET folders.
+
+Every format becomes one in-memory form, `Dataset`: an ordered class list and, per image, its
+id, file, size and ground truth as float32 ``(x1, y1, x2, y2)`` boxes in absolute pixels with
+labels ``1..K`` (0 is background). Dataset ids and names are mapped here, at the I/O edge only.
+
+NumPy-only (Pillow is imported lazily by `read_image`): the evaluation path uses this module and
+must not need torch.
+
+One module per format: `detector.datasets.coco`, `.voc`, `.ilsvrc`; `.images` decodes image
+files; `.common` holds what they share. This module picks the reader (`load_dataset`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from detector.datasets.coco import (CocoInstances, _coco_subset, load_coco, load_coco_instances,
+                                    parse_coco_instances)
+from detector.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list)
+from detector.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
+from detector.datasets.images import read_image
+from detector.datasets.voc import load_voc, load_voc_folder
+from detector.errors import DetectionError
+
+__all__ = ["CocoInstances", "Dataset", "ImageRecord", "load_coco", "load_coco_instances",
+           "load_dataset", "load_ilsvrc", "load_voc", "load_voc_folder", "parse_coco_instances",
+           "read_class_list", "read_image"]
+
+
+def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike | None = None,
+                 blacklist: PathLike | None = None, split: str | None = None) -> Dataset:
+    """Ground truth in whichever format ``gt`` is (what ``tools/evaluate.py --gt`` calls).
+
+    A ``.json`` file: COCO (`load_coco`, ``images`` the image root). A folder with
+    ``Annotations/``: PASCAL VOC (`load_voc`, ``split`` a name or a file). A folder of XMLs:
+    ILSVRC (`load_ilsvrc`) when ``classes`` is a map_det.txt or the object names are synsets,
+    else `load_voc_folder` (``split`` a split file).
+    """
+    path = Path(gt)
+    if not path.exists():
+        raise DetectionError(f"{gt}: no such file or folder; pass a COCO .json file or a folder "
+                             "of VOC/ILSVRC XMLs")
+    is_map = classes is not None and _is_class_map(classes)
+    if path.is_file() and path.suffix.lower() == ".json":
+        _reject_options("COCO JSON", classes=classes, blacklist=blacklist)
+        dataset = load_coco(path, images)
+        return dataset if split is None else _coco_subset(dataset, split)
+    if path.is_file():
+        raise DetectionError(f"{gt}: not a .json file; pass COCO JSON or a folder of XMLs")
+    if (path / "Annotations").is_dir() and not is_map:
+        _reject_options("a PASCAL VOC root", blacklist=blacklist)
+        return load_voc(path, split, classes, images)
+    ann_dir = path / "Annotations" if (path / "Annotations").is_dir() else path
+    if is_map or _has_synset_names(ann_dir):
+        if classes is None:
+            raise DetectionError(f"{gt}: the object names are WordNet synsets (ILSVRC); pass the "
+                                 "class map (the devkit's map_det.txt) as classes")
+        return load_ilsvrc(ann_dir, classes, images, split, blacklist)
+    _reject_options("a folder of VOC XMLs", blacklist=blacklist)
+    return load_voc_folder(path, images, classes, split_file=split)
+
+
+def _reject_options(kind: str, **options: object) -> None:
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise DetectionError(f"{kind} takes no {' / '.join(given)} option; drop it")
