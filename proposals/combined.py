@@ -123,6 +123,12 @@ def proposer_for(method: str, params: dict, where: str) -> Proposer:
     return proposer
 
 
+def proposal_record(cache: ProposalCache) -> dict:
+    """What a detector checkpoint stores about the proposals it was trained on (``cache``'s),
+    so that detection recomputes the same ones for new images (`proposer_for`)."""
+    return {"method": cache.method, "params": cache.params}
+
+
 def check_cache_matches(cache: ProposalCache, config: ProposalConfig, where: str) -> None:
     """Refuse a cache that was not made with ``config`` (``where`` names it in the message)."""
     wanted = build_proposer(config)

@@ -20,14 +20,16 @@ import contextlib
 import io
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from detector.ensemble import InferencePath, default_path, prepare_members
+from detector.cli.common import (add_inference_arguments, check_inference_arguments,
+                                 inference_path, pick_device)
+from detector.datasets.images import IMAGE_SUFFIXES
+from detector.ensemble import prepare_members
 from detector.errors import DetectionError
 from detector.evaluation import detect_array
 from detector.fileio import write_atomic
@@ -36,7 +38,6 @@ from detector.prefetch import prefetch_inputs
 from eval.detections import to_results
 from proposals.cache import ProposalCache
 from proposals.combined import Proposer, proposer_for
-from tools.propose import IMAGE_SUFFIXES
 
 RESULTS_NAME = "detections.json"
 # Colours for the drawn boxes, cycled by label (distinct on photos: saturated, not grey).
@@ -60,50 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of computing them")
     add_inference_arguments(p)
     return p
-
-
-def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """--device, --max-per-image, --batch-size, --workers and how the networks run (shared with
-    tools/test.py)."""
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA when present (with bf16 autocast), else CPU")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="run the networks in channels_last (NHWC) memory (default: the device's "
-                        "default path, see BENCHMARKS.md)")
-    p.add_argument("--stacked", action=argparse.BooleanOptionalAction,
-                   help="run an ensemble's members as one vmapped call per batch (torch.func)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile each network (inductor; the first batch waits minutes)")
-    p.add_argument("--max-per-image", type=int, default=100,
-                   help="keep at most this many detections per image (default 100, COCO's maxDets)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="regions classified at once (bounds memory; default 256)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="CPU processes computing proposals ahead of classification; default 0 = "
-                        "in the main process")
-
-
-def check_inference_arguments(args: argparse.Namespace) -> None:
-    """Reject values of `add_inference_arguments`' flags that cannot work, naming them."""
-    if args.max_per_image < 1 or args.batch_size < 1 or args.workers < 0:
-        raise DetectionError("--max-per-image and --batch-size must be at least 1, --workers at "
-                             "least 0")
-
-
-def inference_path(args: argparse.Namespace, device: torch.device) -> InferencePath:
-    """`default_path(device)` with what --precision, --channels-last, --stacked and --compile
-    change."""
-    path = default_path(device)
-    if args.precision != "auto":
-        path = replace(path, autocast=torch.bfloat16 if args.precision == "bf16" else None)
-    for flag in ("channels_last", "stacked"):
-        if getattr(args, flag) is not None:
-            path = replace(path, **{flag: getattr(args, flag)})
-    if args.compile is not None:
-        path = replace(path, compile="inductor" if args.compile else None)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,21 +130,6 @@ def list_images(inputs: list[str]) -> list[tuple[str, str]]:
             seen[file.stem] = str(file)
             items.append((file.stem, str(file)))
     return items
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` means this process's GPU (torchrun's
-    LOCAL_RANK); asking for CUDA without a GPU is an error."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DetectionError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
 def load_model(checkpoints: list[str], device: torch.device) -> Ensemble:

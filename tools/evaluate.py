@@ -16,10 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from detector.cli.common import add_dataset_arguments, add_protocol_argument
 from detector.datasets import load_coco_instances, load_dataset
 from detector.errors import DetectionError
 from detector.fileio import write_atomic
-from eval.evaluate import PROTOCOLS, evaluate_coco_instances, evaluate_results
+from eval.evaluate import evaluate_coco_instances, evaluate_results
 from eval.results import EvalResult
 
 COCO_STAT_NAMES = (
@@ -36,26 +37,6 @@ COCO_STAT_NAMES = (
     "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
     "AR @[IoU=0.50:0.95 | area= large | maxDets=100]",
 )
-
-
-def add_dataset_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--gt, --images, --classes, --blacklist, --split: what `load_dataset` takes (shared by tools)."""
-    p.add_argument("--gt", required=required,
-                   help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
-                        "JPEGImages/), or a folder of VOC/ILSVRC XML files")
-    p.add_argument("--images", help="image folder (COCO image root, or where the XMLs' images are)")
-    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
-                                     "lines 'synset index name' (default: the sorted names found)")
-    p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
-    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids "
-                                   "(.txt, or .csv with a filename column)")
-
-
-def add_protocol_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto",
-                   help="coco (AP@[.5:.95], 12 stats), voc07 (11-point), voc (all-point), "
-                        "ilsvrc (small-object IoU rule); auto: coco for a JSON ground truth, "
-                        "ilsvrc for a synset class map, voc otherwise")
 
 
 def build_parser() -> argparse.ArgumentParser:

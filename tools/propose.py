@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detector.datasets import Dataset, load_dataset, read_image
+from detector.datasets.images import IMAGE_SUFFIXES
 from detector.errors import DetectionError
 from detector.prefetch import one_thread_worker
 from eval.recall import proposal_recall
@@ -40,7 +41,6 @@ from proposals.cache import ProposalCache
 from proposals.combined import ProposalConfig, Proposer, build_proposer
 from proposals.selective_search import SelectiveSearchConfig
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.evaluation import detect_records
 from detector.pipeline import Ensemble, load_ensemble
-from tools.detect import (add_inference_arguments, check_inference_arguments, inference_path,
-                          pick_device, proposal_source)
-from tools.evaluate import add_dataset_arguments, add_protocol_argument, format_table
+from detector.cli.common import (add_dataset_arguments, add_inference_arguments, add_protocol_argument,
+                                 check_inference_arguments, inference_path, pick_device)
+from tools.detect import proposal_source
+from tools.evaluate import format_table
 from tools.evaluate import run as evaluate_run
 
 

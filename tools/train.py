@@ -40,8 +40,8 @@ from detector.evaluation import evaluate_model
 from detector.training import (RegionBatches, TrainingRun, capture_rng, collate, region_step,
                                restore_rng, train_one_epoch)
 from proposals.cache import ProposalCache
-from proposals.combined import ProposalConfig, check_cache_matches
-from tools.detect import pick_device
+from proposals.combined import ProposalConfig, check_cache_matches, proposal_record
+from detector.cli.common import pick_device
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
     def save(model: torch.nn.Module, state: dict) -> None:
         write_checkpoint(Path(config.output), save_checkpoint, classes=list(dataset.classes),
                          spec=spec, state_dict=model.state_dict(),
-                         proposals={"method": cache.method, "params": cache.params}, **state)
+                         proposals=proposal_record(cache), **state)
 
     return TrainingRun(model, batches, collate, step, save,
                        lambda model, epoch: validate(config, model, spec, device, epoch, val, cache),

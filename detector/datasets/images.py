@@ -6,6 +6,9 @@ import numpy as np
 from detector.datasets.common import PathLike
 from detector.errors import DetectionError
 
+# The suffixes of the image files that folder inputs take (Pillow decodes each).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
 
 def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3], in its stored pixel grid.
