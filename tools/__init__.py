@@ -1,1 +1,0 @@
-"""Command-line tools. Each module has `main(argv=None) -> int` and is also a console script."""
