@@ -2,7 +2,19 @@
 
     CACHE/manifest.json        {"format": 1, "method": ..., "params": {...}, "version": ...}
     CACHE/boxes/<image>.npy    float32 [N, 4] (x1, y1, x2, y2) in the original image's pixels
-    CACHE/failed/<image>.json  {"image": ..., "reason": ...} for an image that could not be done
+    CACHE/failed/<image>.json  {"image_id": ..., "image": ..., "reason": ...} for an image that
+                               could not be done
+    CACHE/ids/<image>.txt      the original id, for an image whose key is shortened (below)
+
+``<image>`` is the image id percent-encoded. An id whose encoding is longer than `MAX_KEY`
+characters (a 245-character file name, a CJK one) gets a shortened key instead, so that every
+file name fits the file system's 255-byte limit: its first characters, ``%%`` (which percent
+encoding never writes, so no plain key looks like one) and a SHA-256 of the id; the id itself is
+kept in ``ids/`` so that `image_ids` lists it. Short ids keep the keys older caches have.
+
+Creating a cache is exclusive: the manifest is written whole under a temporary name and then
+hard-linked into place, so of two processes creating one new cache with different parameters
+exactly one succeeds and the other is refused.
 
 Every file is written to a temporary name in its folder and renamed into place, so a reader (or
 a run resumed after ``kill -9``) sees a whole file or none. Opening a cache made with other
@@ -12,6 +24,7 @@ is written by one of them, and the manifest is only ever replaced by an identica
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,9 +34,12 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from detector.errors import DetectionError
-from detector.fileio import write_atomic
+from detector.fileio import create_exclusive, write_atomic
 
 FORMAT_VERSION = 1
+# The longest key kept as plain percent-encoding; longer ones are shortened (see above).
+MAX_KEY = 200
+_PREFIX_CHARS = 120  # of a shortened key: the readable start
 
 
 class ProposalCache:
@@ -42,10 +58,11 @@ class ProposalCache:
         cache = cls(root, method, params, version)
         manifest = cache.root / "manifest.json"
         if not manifest.exists():
-            (cache.root / "boxes").mkdir(parents=True, exist_ok=True)
-            (cache.root / "failed").mkdir(exist_ok=True)
-            write_atomic(manifest, json.dumps(cache._manifest(), indent=1))
-        cache._check_manifest()
+            for folder in ("boxes", "failed", "ids"):
+                (cache.root / folder).mkdir(parents=True, exist_ok=True)
+            # Exclusive: a second creator with other parameters is refused just below.
+            create_exclusive(manifest, json.dumps(cache._manifest(), indent=1))
+        cache._check_manifest(_read_manifest(manifest))
         return cache
 
     @classmethod
@@ -53,14 +70,10 @@ class ProposalCache:
              params: dict | None = None, version: int | None = None) -> "ProposalCache":
         """Open an existing cache for reading; where given, method, params and version must match."""
         manifest = Path(root) / "manifest.json"
-        try:
-            stored = json.loads(manifest.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not manifest.exists():
             raise DetectionError(f"{root}: not a proposal cache (no manifest.json); compute it "
-                                 "with tools/propose.py --out " + str(root)) from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise DetectionError(f"{manifest}: unreadable cache manifest ({e}); delete the cache "
-                                 "and compute it again") from None
+                                 "with tools/propose.py --out " + str(root))
+        stored = _read_manifest(manifest)
         cache = cls(root, method or stored.get("method"),
                     params if params is not None else stored.get("params", {}),
                     version if version is not None else stored.get("version"))
@@ -71,10 +84,8 @@ class ProposalCache:
         return {"format": FORMAT_VERSION, "method": self.method, "params": self.params,
                 "version": self.version}
 
-    def _check_manifest(self, stored: dict | None = None) -> None:
+    def _check_manifest(self, stored: dict) -> None:
         manifest = self.root / "manifest.json"
-        if stored is None:
-            stored = json.loads(manifest.read_text(encoding="utf-8"))
         stored = {"version": None, **stored}  # caches written before versions existed
         if stored != self._manifest():
             raise DetectionError(
@@ -92,11 +103,23 @@ class ProposalCache:
     def __contains__(self, image_id: int | str) -> bool:
         return self.box_path(image_id).exists()
 
+    def id_path(self, image_id: int | str) -> Path:
+        """Where a shortened key's original id is kept."""
+        return self.root / "ids" / f"{_key(image_id)}.txt"
+
+    def _note_id(self, image_id: int | str) -> None:
+        """Keep the original id of a shortened key (before its boxes or failure exist)."""
+        key = _key(image_id)
+        if _is_shortened(key) and not self.id_path(image_id).exists():
+            self.id_path(image_id).parent.mkdir(exist_ok=True)  # caches made before ids/
+            write_atomic(self.id_path(image_id), str(image_id))
+
     def save(self, image_id: int | str, boxes: np.ndarray) -> None:
         """Store float32 [N, 4] xyxy boxes for ``image_id`` (atomically); clears a failure."""
         boxes = np.ascontiguousarray(boxes, dtype=np.float32)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise ValueError(f"proposals must be [N, 4], got {boxes.shape}")
+        self._note_id(image_id)
         write_atomic(self.box_path(image_id), _npy_bytes(boxes))
         self.failure_path(image_id).unlink(missing_ok=True)
 
@@ -121,17 +144,36 @@ class ProposalCache:
     def record_failure(self, image_id: int | str, image_path: str, reason: str) -> None:
         """Note why ``image_id`` could not be done; a later successful save removes the note."""
         record = {"image_id": image_id, "image": image_path, "reason": reason}
+        self._note_id(image_id)
         write_atomic(self.failure_path(image_id), json.dumps(record))
 
     def failure(self, image_id: int | str) -> str | None:
+        """Why ``image_id`` failed (its recorded reason), or None if no failure is recorded."""
         try:
             return json.loads(self.failure_path(image_id).read_text(encoding="utf-8"))["reason"]
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
     def image_ids(self) -> list[str]:
-        """Keys of every image with stored boxes (as strings), sorted."""
-        return sorted(unquote(p.stem) for p in (self.root / "boxes").glob("*.npy"))
+        """The ids of every image with stored boxes, as strings (``str(image_id)``), sorted."""
+        return sorted(self._id_of(p.stem) for p in (self.root / "boxes").glob("*.npy"))
+
+    def failed_ids(self) -> list[str]:
+        """The ids of every image recorded in ``failed/``, as strings, sorted (their reasons:
+        `failure`)."""
+        return sorted(self._id_of(p.stem) for p in (self.root / "failed").glob("*.json"))
+
+    def _id_of(self, key: str) -> str:
+        """The original id (as a string) of a file's key."""
+        if not _is_shortened(key):
+            return unquote(key)
+        path = self.root / "ids" / f"{key}.txt"
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise DetectionError(f"{path}: the id of a shortened cache key is missing or "
+                                 f"unreadable ({e.strerror or e}); delete the files named "
+                                 f"{key}.* in the cache and run tools/propose.py again") from None
 
 
 def normalise_params(params: dict) -> dict:
@@ -139,10 +181,35 @@ def normalise_params(params: dict) -> dict:
     return json.loads(json.dumps(params, sort_keys=True))
 
 
+def _read_manifest(manifest: Path) -> dict:
+    try:
+        stored = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DetectionError(f"{manifest}: unreadable cache manifest ({e}); delete the cache "
+                             "and compute it again") from None
+    if not isinstance(stored, dict):
+        raise DetectionError(f"{manifest}: not a cache manifest (a JSON object); delete the "
+                             "cache and compute it again")
+    return stored
+
+
 def _key(image_id: int | str) -> str:
-    """A file name for any image id: ids may hold '/' (ILSVRC train ids) or other odd characters."""
-    key = quote(str(image_id), safe="")
-    return key if not key.startswith(".") else "%2E" + key[1:]  # no hidden files
+    """A file name stem for any image id: ids may hold '/' (ILSVRC train ids), odd characters,
+    or be too long for a file name (then shortened: readable start + ``%%`` + SHA-256)."""
+    text = str(image_id)
+    key = quote(text, safe="")
+    if key.startswith("."):
+        key = "%2E" + key[1:]  # no hidden files
+    if len(key) <= MAX_KEY:
+        return key
+    start = key[:_PREFIX_CHARS]
+    start = start[:start.rfind("%")] if "%" in start[-2:] else start  # no cut escape
+    return start + "%%" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_shortened(key: str) -> bool:
+    """Whether ``key`` is a shortened one (plain percent-encoding never writes ``%%``)."""
+    return "%%" in key
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -83,3 +83,81 @@ def test_an_algorithm_version_change_is_refused(tmp_path):
         ProposalCache.create(tmp_path / "c", "selective_search", PARAMS, version=2)
     ProposalCache.create(tmp_path / "d", "selective_search", PARAMS)  # unversioned still opens
     assert ProposalCache.open(tmp_path / "d", "selective_search", PARAMS).version is None
+
+
+LONG = "a" * 245  # a 245-character image name
+CJK = "猫の写真" * 8 + "ab"  # 98 bytes of UTF-8; percent-encoded: 290 characters
+
+
+@pytest.mark.parametrize("image_id", [LONG, CJK, "p" * 250 + "/x1", "p" * 250 + "/x2"])
+def test_long_ids_fit_the_file_system_and_list_back(tmp_path, image_id):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.save(image_id, np.ones((2, 4)))
+    cache.record_failure(image_id, "img.jpg", "why")
+    for path in (cache.box_path(image_id), cache.failure_path(image_id)):
+        assert len(path.name.encode()) <= 255
+    assert cache.image_ids() == [image_id] and cache.failed_ids() == [image_id]
+    assert ProposalCache.open(tmp_path / "c").load(image_id).shape == (2, 4)
+
+
+def test_long_ids_sharing_a_prefix_do_not_collide(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    first, second = "q" * 250 + "1", "q" * 250 + "2"
+    cache.save(first, np.ones((1, 4)))
+    cache.save(second, np.zeros((3, 4)))
+    assert cache.box_path(first) != cache.box_path(second)
+    assert len(cache.load(first)) == 1 and len(cache.load(second)) == 3
+    assert cache.image_ids() == [first, second]
+
+
+def test_short_keys_are_unchanged(tmp_path):
+    """Caches written before shortened keys existed keep reading."""
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    assert cache.box_path("dir/img 1").name == "dir%2Fimg%201.npy"
+    assert cache.box_path("b" * 200).name == "b" * 200 + ".npy"
+    assert "%%" in cache.box_path("b" * 201).name
+
+
+def test_failed_ids_and_failure(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.record_failure(7, "/data/7.jpg", "cannot decode image /data/7.jpg")
+    cache.record_failure("x/y", "/data/x/y.png", "no proposals")
+    assert cache.failed_ids() == ["7", "x/y"]
+    assert cache.failure(7) == "cannot decode image /data/7.jpg"
+    cache.save(7, np.ones((1, 4)))  # a later success clears the failure
+    assert cache.failed_ids() == ["x/y"] and cache.failure(7) is None
+
+
+def test_unreadable_manifest_is_a_clear_error(tmp_path):
+    ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    (tmp_path / "c" / "manifest.json").write_text("{not json")
+    for call in (lambda: ProposalCache.open(tmp_path / "c"),
+                 lambda: ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)):
+        with pytest.raises(DetectionError, match="manifest.json: unreadable"):
+            call()
+
+
+def _create_after_barrier(root, scale, barrier, results):
+    barrier.wait()
+    try:
+        ProposalCache.create(root, "selective_search", dict(PARAMS, superpixel_scale=scale))
+        results.put("ok")
+    except DetectionError:
+        results.put("refused")
+
+
+def test_concurrent_creation_with_other_parameters_has_one_winner(tmp_path):
+    """Two processes released together on a new cache: exactly one may create it, every time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(6):
+        barrier, results = context.Barrier(2), context.Queue()
+        root = tmp_path / f"c{trial}"
+        workers = [context.Process(target=_create_after_barrier,
+                                   args=(root, scale, barrier, results)) for scale in (1.0, 2.0)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert sorted(results.get(timeout=5) for _ in workers) == ["ok", "refused"], trial
