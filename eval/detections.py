@@ -1,6 +1,7 @@
 """Detections as they leave the toolkit: COCO results JSON, mapped onto a dataset."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -54,17 +55,7 @@ def load_results(source: str | os.PathLike | list, image_ids: Sequence, category
 
 
 def _read_json_list(source, where: str) -> list:
-    if not isinstance(source, (str, os.PathLike)):
-        results = source
-    else:
-        try:
-            with open(source, encoding="utf-8") as f:
-                results = json.load(f)
-        except FileNotFoundError:
-            raise DetectionError(f"{where}: detections file not found; check the path") from None
-        except json.JSONDecodeError as e:
-            raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
-                                 f"column {e.colno}); write a COCO results list") from None
+    results = source if not isinstance(source, (str, os.PathLike)) else _read_json_file(source, where)
     if not isinstance(results, list):
         raise DetectionError(f"{where}: expected a JSON list of detections "
                              f"(COCO results format), got {type(results).__name__}")
@@ -73,6 +64,29 @@ def _read_json_list(source, where: str) -> list:
             raise DetectionError(f"{where}: entry {i} is {type(entry).__name__}, expected an object "
                                  "with image_id, category_id, bbox and score")
     return results
+
+
+def _read_json_file(path: str | os.PathLike, where: str) -> object:
+    """The parsed JSON of a detections file; every way of failing is one `DetectionError`."""
+    fix = "write a COCO results list"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DetectionError(f"{where}: detections file not found; check the path") from None
+    except IsADirectoryError:
+        raise DetectionError(f"{where}: is a folder; pass the detections .json file") from None
+    except json.JSONDecodeError as e:
+        raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
+                             f"column {e.colno}); {fix}") from None
+    except UnicodeDecodeError as e:
+        raise DetectionError(f"{where}: not UTF-8 text (byte {e.start}); {fix} in UTF-8") from None
+    except OSError as e:
+        raise DetectionError(f"{where}: cannot read ({e.strerror or e}); check the path") from None
+    except RecursionError:
+        raise DetectionError(f"{where}: JSON nested too deeply; {fix}") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise DetectionError(f"{where}: unreadable JSON ({e}); {fix}") from None
 
 
 def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
@@ -84,9 +98,8 @@ def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
         if "image_id" not in entry:
             raise DetectionError(f"{where}: entry {i} has no image_id")
         image_id = entry["image_id"]
-        found = index.get(image_id) if isinstance(image_id, (int, str)) else None
-        if found is None:
-            found = index.get(str(image_id))
+        # True == 1 in Python: a boolean must not pass for image 1.
+        found = index.get(image_id) if type(image_id) in (int, str) else None
         if found is None:
             raise DetectionError(f"{where}: entry {i} names image_id {image_id!r}, which is not "
                                  "in the ground truth; evaluate against the matching dataset")
@@ -104,7 +117,9 @@ def _map_categories(results: list, category_ids: Sequence[int], class_names: Seq
             label = by_id.get(entry["category_id"]) if _is_int(entry["category_id"]) else None
             what = f"category_id {entry['category_id']!r}"
         elif "category_name" in entry:
-            label, what = by_name.get(entry["category_name"]), f"category_name {entry['category_name']!r}"
+            name = entry["category_name"]
+            label = by_name.get(name) if isinstance(name, str) else None
+            what = f"category_name {name!r}"
         else:
             raise DetectionError(f"{where}: entry {i} has neither category_id nor category_name")
         if label is None:
@@ -122,8 +137,8 @@ def _numeric_fields(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
     boxes = [entry.get("bbox") for entry in results]
     scores = [entry.get("score") for entry in results]
     bbox, scores = _as_numbers(boxes, (len(boxes), 4)), _as_numbers(scores, (len(scores),))
-    if bbox is None or scores is None:
-        _raise_first_malformed(results, where)
+    if bbox is None or scores is None or _has_bool(boxes, scores):
+        bbox, scores = _checked_numbers(results, where)
     bad = ~np.isfinite(bbox).all(axis=1) | ~np.isfinite(scores)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -151,18 +166,42 @@ def _as_numbers(values: list, shape: tuple[int, ...]) -> np.ndarray | None:
     return array.astype(np.float64)
 
 
-def _raise_first_malformed(results: list, where: str) -> None:
+def _has_bool(boxes: list, scores: list) -> bool:
+    """True when a bbox value or a score is a JSON true/false. NumPy reads True as 1, so the
+    fast path cannot see them; the types are collected at C speed (linear, no Python loop)."""
+    return bool in set(map(type, itertools.chain.from_iterable(boxes))) or bool in set(
+        map(type, scores))
+
+
+def _checked_numbers(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The slow path: check every entry (the first bad one raises), then bbox float64 [N, 4]
+    and score float64 [N] (e.g. when a large integer made NumPy fall back to objects)."""
     for i, entry in enumerate(results):
         box, score = entry.get("bbox"), entry.get("score")
         if not (type(box) is list and len(box) == 4 and all(map(_is_number, box))):
-            raise DetectionError(f"{where}: entry {i} has bbox {box!r}; expected [x, y, w, h] numbers")
+            raise DetectionError(f"{where}: entry {i} has bbox {_short(box)}; expected "
+                                 "[x, y, w, h] numbers")
         if not _is_number(score):
-            raise DetectionError(f"{where}: entry {i} has score {score!r}; expected a number")
-    raise DetectionError(f"{where}: bbox or score values are not plain numbers")
+            raise DetectionError(f"{where}: entry {i} has score {_short(score)}; expected a number")
+    return (np.array([e["bbox"] for e in results], np.float64).reshape(-1, 4),
+            np.array([e["score"] for e in results], np.float64))
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number that fits a float64 (not a boolean, not an integer too large for it)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to a length that fits an error line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def to_results(image_id: int | str, category_ids: Sequence[int], boxes, scores, labels) -> list[dict]:
@@ -179,3 +218,15 @@ def to_results(image_id: int | str, category_ids: Sequence[int], boxes, scores, 
     return [{"image_id": image_id, "category_id": int(c), "bbox": [float(v) for v in box],
              "score": float(s)}
             for c, box, s in zip(ids, xywh, np.asarray(scores, dtype=np.float64))]
+
+
+def restrict_detections(dets: Detections, image_keep: np.ndarray, category_keep: np.ndarray
+                        ) -> Detections:
+    """The detections on the images ``image_keep`` bool [I] and of the labels whose
+    ``category_keep`` bool [K] is set, renumbered onto that subset (as pycocotools'
+    ``params.imgIds`` / ``params.catIds`` drop the others). File order kept."""
+    keep = image_keep[dets.image_index] & category_keep[dets.labels - 1]
+    image_pos = np.cumsum(image_keep) - 1
+    label = np.cumsum(category_keep)
+    return Detections(image_pos[dets.image_index[keep]], label[dets.labels[keep] - 1],
+                      dets.bbox[keep], dets.scores[keep])

@@ -1,17 +1,114 @@
-"""Entry points: evaluate detections on a dataset with the protocol of your choice."""
+"""Entry points: evaluate detections on a dataset with the protocol of your choice.
+
+`evaluate_files` is what the evaluate command runs (and the test command after detecting):
+ground truth and results files in, an `EvalResult` out, every option checked before the work.
+"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from detector.datasets import CocoInstances, Dataset, load_coco_instances
+from detector.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset,
+                               coco_split_mask, load_coco_instances, load_dataset,
+                               subset_coco_instances)
+from detector.datasets.ilsvrc import _is_class_map
 from detector.errors import DetectionError
 from eval import coco
-from eval.detections import Detections, load_results
+from eval.detections import Detections, load_results, restrict_detections
 from eval.results import EvalResult
 
 PROTOCOLS = ("coco", "voc07", "voc", "ilsvrc")
+
+
+PathLike = str | os.PathLike
+
+
+def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str = "auto",
+                   images: PathLike | None = None, classes: PathLike | None = None,
+                   blacklist: PathLike | None = None, split: PathLike | None = None
+                   ) -> EvalResult:
+    """Evaluate a COCO results file (or list) against ground truth in any supported format.
+
+    ``gt``: COCO instances JSON, a PASCAL VOC root or a folder of VOC/ILSVRC XMLs (see
+    `detector.datasets.load_dataset` for ``images``, ``classes``, ``blacklist``, ``split``).
+    ``protocol``: "coco", "voc07", "voc", "ilsvrc" or "auto" (`guess_protocol`).
+
+    With COCO JSON ground truth, ``split`` (a file of image ids or file names) and ``classes``
+    (a file of category names) select images and categories exactly as pycocotools'
+    ``params.imgIds`` and ``params.catIds`` do: detections elsewhere are dropped, the numbers
+    equal those of a file holding only the selection. An option that cannot apply is refused
+    by name (`check_options`) before anything is read; ground truth with nothing to evaluate
+    (no object that counts) is an error, not a -1 or NaN mAP.
+    """
+    protocol = check_options(gt, protocol, images=images, classes=classes, blacklist=blacklist)
+    if _is_coco_json(gt):
+        result = _evaluate_coco_file(gt, detections, protocol, classes, split)
+    else:
+        dataset = load_dataset(gt, images=images, classes=classes, blacklist=blacklist,
+                               split=split)
+        result = evaluate_results(dataset, detections, protocol)
+    if all(ap is None for ap in result.per_class.values()):
+        selected = " among the selected images and classes" if split or classes else ""
+        raise DetectionError(f"{gt}: no ground-truth object that counts{selected} (crowd and "
+                             "difficult ones do not), so there is nothing to evaluate; check "
+                             "the ground-truth file" + (" and the selection" if selected else ""))
+    return result
+
+
+def guess_protocol(gt: PathLike, classes: PathLike | None = None) -> str:
+    """What ``protocol="auto"`` means: "coco" for a .json ground truth, "ilsvrc" when
+    ``classes`` is a synset map (ILSVRC's map_det.txt), "voc" otherwise."""
+    if Path(gt).suffix.lower() == ".json":
+        return "coco"
+    if classes is not None and _is_class_map(classes):
+        return "ilsvrc"
+    return "voc"
+
+
+def check_options(gt: PathLike, protocol: str, *, images: PathLike | None = None,
+                  classes: PathLike | None = None, blacklist: PathLike | None = None) -> str:
+    """The protocol `evaluate_files` will use ("auto" resolved); an option that would do
+    nothing for this ground truth and protocol raises `DetectionError` naming it."""
+    if protocol == "auto":
+        protocol = guess_protocol(gt, classes)
+    if protocol not in PROTOCOLS:
+        raise DetectionError(f"--protocol {protocol}: unknown protocol; choose auto or one of "
+                             f"{', '.join(PROTOCOLS)}")
+    coco_json = _is_coco_json(gt)
+    if images is not None and coco_json:
+        raise DetectionError(f"--images {images}: evaluating COCO JSON ground truth ({gt}) reads "
+                             "no image; drop --images")
+    if blacklist is not None and (protocol != "ilsvrc" or coco_json):
+        need = ("ILSVRC XML ground truth, not COCO JSON" if coco_json
+                else f"--protocol ilsvrc (this is {protocol})")
+        raise DetectionError(f"--blacklist {blacklist}: only the ILSVRC protocol skips "
+                             f"blacklisted images; it needs {need}; drop --blacklist")
+    return protocol
+
+
+def _is_coco_json(gt: PathLike) -> bool:
+    return Path(gt).suffix.lower() == ".json" and not Path(gt).is_dir()
+
+
+def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str,
+                        classes: PathLike | None, split: PathLike | None) -> EvalResult:
+    """COCO JSON ground truth, read as pycocotools reads it, with ``split`` / ``classes`` as
+    ``params.imgIds`` / ``params.catIds``; "coco" keeps pycocotools' exact arrays."""
+    instances = load_coco_instances(gt)
+    dets = load_results(detections, instances.image_ids, instances.category_ids,
+                        instances.category_names)
+    image_keep = (coco_split_mask(instances, split) if split is not None
+                  else np.ones(len(instances.image_ids), bool))
+    category_keep = (coco_class_mask(instances, classes) if classes is not None
+                     else np.ones(len(instances.category_ids), bool))
+    if split is not None or classes is not None:
+        instances = subset_coco_instances(instances, image_keep, category_keep)
+        dets = restrict_detections(dets, image_keep, category_keep)
+    if protocol == "coco":
+        return _coco_instances_result(instances, dets)
+    return evaluate(coco_dataset(instances), dets, protocol)
 
 
 def evaluate_coco(gt: str | os.PathLike | dict, detections: str | os.PathLike | list) -> dict:
@@ -28,6 +125,10 @@ def evaluate_coco_instances(instances: CocoInstances, detections) -> EvalResult:
     """`evaluate_coco` on parsed ground truth, returning the full `EvalResult` (with curves)."""
     dets = load_results(detections, instances.image_ids, instances.category_ids,
                         instances.category_names)
+    return _coco_instances_result(instances, dets)
+
+
+def _coco_instances_result(instances: CocoInstances, dets: Detections) -> EvalResult:
     gt = coco.CocoBoxes(instances.ann_image, instances.ann_label - 1, instances.ann_bbox,
                         instances.ann_area, instances.ann_iscrowd)
     return _coco_result(gt, dets, len(instances.image_ids), instances.category_names)

@@ -1,4 +1,4 @@
-"""What every evaluation protocol returns."""
+"""What every evaluation protocol returns, and its printed form (`format_table`)."""
 from __future__ import annotations
 
 import math
@@ -33,6 +33,40 @@ class EvalResult:
         if self.stats is not None:
             out["stats"] = [float(s) for s in self.stats]
         return out
+
+
+# pycocotools' summarize() labels, in the order of `EvalResult.stats`.
+COCO_STAT_NAMES = (
+    "AP @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AP @[IoU=0.50      | area=   all | maxDets=100]",
+    "AP @[IoU=0.75      | area=   all | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AP @[IoU=0.50:0.95 | area= large | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets=  1]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets= 10]",
+    "AR @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area= small | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "AR @[IoU=0.50:0.95 | area= large | maxDets=100]",
+)
+
+
+def format_table(result: EvalResult) -> str:
+    """Per-class AP in percent, then the summary (COCO's 12 numbers in pycocotools' layout) and
+    the last line ``<protocol> mAP: <percent>``; what the evaluate and test commands print."""
+    width = max([len(name) for name in result.per_class] + [5])
+    rows = [f"{'class':<{width}}  AP", f"{'-' * width}  ------"]
+    for name, ap in result.per_class.items():
+        shown = "   n/a (no ground truth)" if ap is None else f"{100 * ap:6.2f}"
+        rows.append(f"{name:<{width}}  {shown}")
+    rows.append(f"{'-' * width}  ------")
+    if result.stats is not None:
+        for name, value in zip(COCO_STAT_NAMES, result.stats):
+            kind = "Average Precision" if name.startswith("AP") else "Average Recall   "
+            rows.append(f" {kind}  ({name[:2]}) {name[3:]} = {value:0.3f}")
+    rows.append(f"{result.protocol} mAP: {100 * result.mAP:.2f}")
+    return "\n".join(rows)
 
 
 def mean_ap(per_class: dict[str, float | None]) -> float:

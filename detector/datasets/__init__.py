@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detector.datasets.coco import (CocoInstances, _coco_subset, load_coco, load_coco_instances,
-                                    parse_coco_instances)
+from detector.datasets.coco import (CocoInstances, _coco_subset, coco_class_mask, coco_dataset,
+                                    coco_split_mask, load_coco, load_coco_instances,
+                                    parse_coco_instances, subset_coco_instances)
 from detector.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list)
 from detector.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
 from detector.datasets.images import read_image
 from detector.datasets.voc import load_voc, load_voc_folder
 from detector.errors import DetectionError
 
-__all__ = ["CocoInstances", "Dataset", "ImageRecord", "load_coco", "load_coco_instances",
-           "load_dataset", "load_ilsvrc", "load_voc", "load_voc_folder", "parse_coco_instances",
-           "read_class_list", "read_image"]
+__all__ = ["CocoInstances", "Dataset", "ImageRecord", "coco_class_mask", "coco_dataset",
+           "coco_split_mask", "load_coco", "load_coco_instances", "load_dataset", "load_ilsvrc",
+           "load_voc", "load_voc_folder", "parse_coco_instances", "read_class_list", "read_image",
+           "subset_coco_instances"]
 
 
 def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.datasets.common import (Dataset, PathLike, _is_int, _is_number, _read_split,
-                                      _record, _strip_ext, _Tally)
+                                      _record, _strip_ext, _Tally, read_class_list)
 from detector.errors import DetectionError
 
 
@@ -86,11 +86,30 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
         raise DetectionError(f"{where}: category_id {label!r} is not in 'categories'; add the "
                              "category or fix the annotation")
     area = ann.get("area", bbox[2] * bbox[3])
-    if not _is_number(area):
-        raise DetectionError(f"{where}: area {area!r} is not a finite number; fix or remove it")
+    if not _is_number(area) or area < 0:
+        raise DetectionError(f"{where}: area {area!r} is not a finite number >= 0; fix or "
+                             "remove it")
+    crowd = ann.get("iscrowd", 0)
+    # pycocotools takes any truthy value as crowd; "no" would silently become a crowd box.
+    if type(crowd) not in (int, bool) or crowd not in (0, 1):
+        raise DetectionError(f"{where}: iscrowd {crowd!r} is not 0, 1, true or false; fix it")
     xywh = [float(v) for v in bbox]
-    crowd = bool(ann.get("iscrowd"))
+    crowd = bool(crowd)
     return ann["id"], image_pos[image], cat_label[label], xywh, float(area), crowd
+
+
+def _check_category_names(cats: dict[int, dict], source: str) -> None:
+    """Category names are non-empty strings, each used once (detections may name classes)."""
+    seen: dict[str, int] = {}
+    for cat_id, cat in cats.items():
+        name = cat["name"]
+        if not isinstance(name, str) or not name:
+            raise DetectionError(f"{source}: category id {cat_id} has name {name!r}; give it a "
+                                 "non-empty string name")
+        if name in seen:
+            raise DetectionError(f"{source}: categories {seen[name]} and {cat_id} are both named "
+                                 f"{name!r}; give each category its own name")
+        seen[name] = cat_id
 
 
 def parse_coco_instances(obj: dict, source: str = "<dict>") -> CocoInstances:
@@ -103,6 +122,7 @@ def parse_coco_instances(obj: dict, source: str = "<dict>") -> CocoInstances:
     images = _coco_index(obj["images"], "images", ("id", "width", "height"), source)
     cats = _coco_index(obj["categories"], "categories", ("id", "name"), source)
     image_ids, cat_ids = sorted(images), sorted(cats)
+    _check_category_names(cats, source)
     for i in image_ids:
         if not (_is_number(images[i]["width"]) and _is_number(images[i]["height"])):
             raise DetectionError(f"{source}: image id {i}: width and height must be numbers")
@@ -140,20 +160,31 @@ def load_coco_instances(path_or_dict: PathLike | dict) -> CocoInstances:
             obj = json.load(f)
     except json.JSONDecodeError as e:
         raise DetectionError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: "
-                             f"{e.msg}; fix or re-download the file") from e
+                             f"{e.msg}; fix or re-download the file") from None
+    except IsADirectoryError:
+        raise DetectionError(f"{path}: is a folder; pass the COCO instances .json file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DetectionError(f"{path}: cannot read the COCO file ({e}); check the path") from e
+        raise DetectionError(f"{path}: cannot read the COCO file ({e}); check the path") from None
+    except RecursionError:
+        raise DetectionError(f"{path}: JSON nested too deeply to be COCO instances; fix or "
+                             "re-download the file") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise DetectionError(f"{path}: unreadable JSON ({e}); fix or re-download the file") from None
     return parse_coco_instances(obj, str(path))
 
 
 def load_coco(annotations: PathLike | dict, image_root: PathLike | None = None) -> Dataset:
-    """COCO instances -> `Dataset`.
+    """COCO instances -> `Dataset` (`coco_dataset` of `load_coco_instances`)."""
+    return coco_dataset(load_coco_instances(annotations), image_root)
+
+
+def coco_dataset(inst: CocoInstances, image_root: PathLike | None = None) -> Dataset:
+    """`CocoInstances` -> `Dataset`.
 
     ``(x, y, w, h)`` becomes ``(x, y, x + w, y + h)``, clipped to the image; boxes empty after
     clipping are dropped (both counted in one warning). ``image_id`` is the COCO id, labels follow
     the sorted category ids, ``areas`` are COCO's ``area`` (what small/medium/large use).
     """
-    inst = load_coco_instances(annotations)
     x, y, w, h = inst.ann_bbox.T
     sizes = np.stack([inst.widths, inst.heights], axis=1)[inst.ann_image]
     tally = _Tally()
@@ -174,16 +205,61 @@ def load_coco(annotations: PathLike | dict, image_root: PathLike | None = None) 
     return Dataset(inst.category_names, images, category_ids, inst.source)
 
 
-def _coco_subset(dataset: Dataset, split: PathLike) -> Dataset:
-    """The images of a COCO dataset that a split file names, by image id or by file name."""
+def _split_positions(split: PathLike, ids: list, file_names: list[str], source: str) -> list[int]:
+    """Positions of the images a split file names, by image id or by file name (sorted)."""
     wanted = [image_id for image_id, _ in _read_split(split)]
     by_key: dict[str, int] = {}
-    for i, record in enumerate(dataset.images):
-        by_key[str(record.image_id)] = i
-        by_key.setdefault(_strip_ext(Path(record.file_name).name), i)
+    for i, (image_id, name) in enumerate(zip(ids, file_names)):
+        by_key[str(image_id)] = i
+        by_key.setdefault(_strip_ext(Path(name).name), i)
     missing = [w for w in wanted if w not in by_key]
     if missing:
-        raise DetectionError(f"{split}: image {missing[0]!r} is not in {dataset.source} "
+        raise DetectionError(f"{split}: image {missing[0]!r} is not in {source} "
                              f"({len(missing)} such entries); list COCO image ids or file names")
-    keep = sorted({by_key[w] for w in wanted})
+    if not wanted:
+        raise DetectionError(f"{split}: names no images; list COCO image ids or file names")
+    return sorted({by_key[w] for w in wanted})
+
+
+def coco_split_mask(inst: CocoInstances, split: PathLike) -> np.ndarray:
+    """bool [I]: the images (in ``inst.image_ids`` order) that a split file names, by image id
+    or file name. What pycocotools' ``params.imgIds`` selects."""
+    keep = np.zeros(len(inst.image_ids), bool)
+    keep[_split_positions(split, inst.image_ids.tolist(), list(inst.file_names), inst.source)] = True
+    return keep
+
+
+def coco_class_mask(inst: CocoInstances, classes: PathLike) -> np.ndarray:
+    """bool [K]: the categories (in ``inst.category_ids`` order) a class list file names (see
+    `read_class_list`). What pycocotools' ``params.catIds`` selects."""
+    names = read_class_list(classes)
+    unknown = [n for n in names if n not in inst.category_names]
+    if unknown:
+        raise DetectionError(f"{classes}: class {unknown[0]!r} is not a category of {inst.source} "
+                             f"({len(unknown)} such names); list category names of that file")
+    return np.isin(np.array(inst.category_names, dtype=object), np.array(names, dtype=object))
+
+
+def subset_coco_instances(inst: CocoInstances, image_keep: np.ndarray,
+                          category_keep: np.ndarray) -> CocoInstances:
+    """The images ``image_keep`` bool [I] and categories ``category_keep`` bool [K] of ``inst``
+    with their annotations (file order kept), indices renumbered: as if the file held only them."""
+    ann = image_keep[inst.ann_image] & category_keep[inst.ann_label - 1]
+    image_pos = np.cumsum(image_keep) - 1
+    label = np.cumsum(category_keep)
+    return replace(
+        inst, image_ids=inst.image_ids[image_keep],
+        file_names=tuple(n for n, k in zip(inst.file_names, image_keep) if k),
+        widths=inst.widths[image_keep], heights=inst.heights[image_keep],
+        category_ids=inst.category_ids[category_keep],
+        category_names=tuple(n for n, k in zip(inst.category_names, category_keep) if k),
+        ann_ids=inst.ann_ids[ann], ann_image=image_pos[inst.ann_image[ann]],
+        ann_label=label[inst.ann_label[ann] - 1], ann_bbox=inst.ann_bbox[ann],
+        ann_area=inst.ann_area[ann], ann_iscrowd=inst.ann_iscrowd[ann])
+
+
+def _coco_subset(dataset: Dataset, split: PathLike) -> Dataset:
+    """The images of a COCO dataset that a split file names, by image id or by file name."""
+    keep = _split_positions(split, [r.image_id for r in dataset.images],
+                            [r.file_name for r in dataset.images], dataset.source)
     return replace(dataset, images=tuple(dataset.images[i] for i in keep))
