@@ -1,4 +1,4 @@
-"""tools/evaluate.py end to end: tables, --json, --plot, errors, and no torch on this path."""
+"""The evaluate command (detector.cli.evaluate) end to end: tables, --json, --plot, errors, and no torch on this path."""
 import json
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.evaluate import main
+from detector.cli.evaluate import main
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
@@ -106,7 +106,7 @@ class BlockTorch:
         if name == "torch" or name.startswith("torch."):
             raise ImportError("torch imported on the evaluation path")
 sys.meta_path.insert(0, BlockTorch())
-from tools.evaluate import main
+from detector.cli.evaluate import main
 import eval, eval.voc, eval.ilsvrc, eval.recall, detector.datasets
 code = main(["--gt", {str(tmp_path / 'voc')!r}, "--detections", {str(tmp_path / 'd.json')!r}])
 assert code == 0, code

@@ -1,0 +1,95 @@
+"""The evaluate command: a COCO results file against COCO, PASCAL VOC or ILSVRC DET ground truth.
+
+The library does the work (`eval.evaluate_files`, `eval.format_table`, `eval.plot.plot_curves`);
+this module parses the flags, checks the output paths before evaluating, prints and writes.
+Torch-free, like the whole evaluation path.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from detector.cli.common import (add_dataset_arguments, add_protocol_argument, check_output_file,
+                                 run_main)
+from detector.errors import DetectionError
+
+DESCRIPTION = "Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC DET ground truth."
+EPILOG = """\
+With COCO JSON ground truth, --split (image ids or file names) and --classes (category names)
+select images and categories exactly as pycocotools' params.imgIds / params.catIds; --images and
+--blacklist do not apply there and are refused. --blacklist needs ILSVRC XMLs and --protocol
+ilsvrc (auto picks it for a map_det.txt class map)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The evaluate command's flags."""
+    p = argparse.ArgumentParser(prog="gdet-evaluate", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arguments(p)
+    p.add_argument("--detections", required=True,
+                   help="COCO results JSON: a list of {image_id, category_id or category_name, "
+                        "bbox [x, y, w, h], score}")
+    add_protocol_argument(p)
+    p.add_argument("--json", metavar="OUT", help="write {protocol, mAP, per_class, stats} here")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw precision-recall curves (needs matplotlib; format from the suffix)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and evaluate; 0 on success, 2 with one ``error:`` line on bad input."""
+    return run_main(run, build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the outputs, evaluate (`eval.evaluate_files`), print the table, write the files."""
+    from detector.fileio import write_atomic
+    from eval import evaluate_files, format_table
+
+    check_outputs(args)
+    result = evaluate_files(args.gt, args.detections, protocol=args.protocol,
+                            images=args.images, classes=args.classes, blacklist=args.blacklist,
+                            split=args.split)
+    print(format_table(result))
+    if args.json:
+        import json
+
+        write_atomic(args.json, json.dumps(result.to_json(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        from eval.plot import plot_curves
+
+        plot_curves(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def check_outputs(args: argparse.Namespace) -> list[Path]:
+    """--json and --plot checked before the work: writable files (folders created), not one
+    another, and not an input (writing there would destroy it); --plot's format writable."""
+    outputs = []
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is None:
+            continue
+        out = check_output_file(path, flag)
+        for other_flag, other in (("--gt", args.gt), ("--detections", args.detections),
+                                  ("--json", args.json if flag == "--plot" else None)):
+            if other is not None and _same_file(out, Path(other)):
+                raise DetectionError(f"{flag} {path}: is also {other_flag}; write the output "
+                                     "to another file")
+        if flag == "--plot":
+            from eval.plot import plot_format
+
+            plot_format(path)
+        outputs.append(out)
+    return outputs
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file (also through links or relative paths)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b) or (
+            os.path.abspath(a) == os.path.abspath(b))
+    except OSError:
+        return False
