@@ -1,13 +1,28 @@
-"""Image decoding: any file Pillow reads, as RGB uint8 [H, W, 3]. NumPy and Pillow only."""
+"""Image decoding (any file Pillow reads, as RGB uint8 [H, W, 3]) and folder listings.
+NumPy and Pillow only."""
 from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
 
 import numpy as np
 
 from detector.datasets.common import PathLike
 from detector.errors import DetectionError
 
-# The suffixes of the image files that folder inputs take (Pillow decodes each).
+# The suffixes of the image files that folder inputs take (Pillow decodes each). GIF is not
+# among them: it is animation or 256-colour graphics, not photos (read_image still reads one).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# A truncated file is read if at most this fraction of its rows is missing (else refused).
+MAX_MISSING_ROWS = 0.1
+# Pillow's LOAD_TRUNCATED_IMAGES is a module global: held only under this lock, for one decode.
+_TRUNCATED_LOCK = threading.Lock()
+
+
+class TruncatedImageWarning(UserWarning):
+    """A truncated image file was read with its missing end filled in by the decoder."""
 
 
 def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
@@ -19,15 +34,78 @@ def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
     default: VOC, COCO and ILSVRC boxes, and their recorded width/height, refer to the stored
     pixels, so rotating the pixels would misplace every box. ``apply_exif=True`` rotates to the
     display orientation (`PIL.ImageOps.exif_transpose`), for images without annotations.
+
+    Damaged files: a slightly truncated one (a photo copied while it was written, a download
+    cut short: at most `MAX_MISSING_ROWS` of its rows lost) is read with a
+    `TruncatedImageWarning` naming it; one missing more, or not decodable at all, is a
+    DetectionError naming it. So is a decompression bomb (a small file declaring more than
+    twice Pillow's ``PIL.Image.MAX_IMAGE_PIXELS``): raise that limit to read it if trusted.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decode here, so a truncated file fails inside this try
-            return _to_rgb(ImageOps.exif_transpose(im) if apply_exif else im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DetectionError(f"cannot decode image {path}: {e}; re-download or remove it") from e
+        return _decode(path, apply_exif)
+    except Image.DecompressionBombError as e:
+        raise DetectionError(
+            f"image {path} is refused as a possible decompression bomb ({e}); if you trust "
+            "it, raise Pillow's limit before reading (in Python: PIL.Image.MAX_IMAGE_PIXELS = "
+            "a larger number of pixels, or None)") from None
+    except OSError as e:
+        if not _truncated(e):
+            raise DetectionError(f"cannot decode image {path}: {e}; re-download or remove "
+                                 "it") from None
+    except (SyntaxError, ValueError) as e:
+        raise DetectionError(f"cannot decode image {path}: {e}; re-download or remove it") from None
+    return _read_truncated(path, apply_exif)
+
+
+def _decode(path: PathLike, apply_exif: bool) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()  # decode here, so a truncated file fails inside the caller's try
+        return _to_rgb(ImageOps.exif_transpose(im) if apply_exif else im)
+
+
+def _truncated(error: OSError) -> bool:
+    """Whether Pillow's error says the file ended early (rather than holding bad data)."""
+    return "truncated" in str(error) or "broken data stream" in str(error)
+
+
+def _read_truncated(path: PathLike, apply_exif: bool) -> np.ndarray:
+    """Decode a truncated file with Pillow's LOAD_TRUNCATED_IMAGES set for this decode only;
+    refuse it if too much is missing, else warn and return it."""
+    from PIL import ImageFile
+
+    with _TRUNCATED_LOCK:
+        saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            stored = _decode(path, apply_exif=False)
+            image = _decode(path, apply_exif) if apply_exif else stored
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DetectionError(f"cannot decode image {path}: it is truncated ({e}); "
+                                 "re-download or remove it") from None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+    missing = _missing_rows(stored)
+    height = stored.shape[0]
+    if missing > MAX_MISSING_ROWS * height:
+        raise DetectionError(f"cannot decode image {path}: it is truncated, {missing} of its "
+                             f"{height} rows are missing; re-download or remove it")
+    warnings.warn(f"image {path} is truncated (the file ends early; {missing} of {height} rows "
+                  "filled in by the decoder); read anyway: re-download it to be safe",
+                  TruncatedImageWarning, stacklevel=3)
+    return image
+
+
+def _missing_rows(image: np.ndarray) -> int:
+    """How many bottom rows of ``image`` [H, W, 3] the decoder filled in: the run of identical
+    single-colour rows that ends the image (decoders fill what is missing with one value)."""
+    rows = image.reshape(image.shape[0], -1)
+    uniform = (rows == rows[-1, 0]).all(axis=1)
+    varied = np.flatnonzero(~uniform)
+    return len(rows) - 1 - int(varied[-1]) if len(varied) else len(rows)
 
 
 def _to_rgb(im) -> np.ndarray:
@@ -43,3 +121,59 @@ def _to_rgb(im) -> np.ndarray:
             im = im.convert("RGBA")  # Pillow's supported path for alpha and transparency
         return np.array(im.convert("RGB"), dtype=np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def list_image_files(root: PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files below folder ``root``, and every entry skipped with the reason.
+
+    Returns ``(files, skipped)``: ``files`` are the regular files (or links to them) whose
+    suffix (any case) is in `IMAGE_SUFFIXES` -- JPEG, PNG, BMP, TIFF, WebP, PPM/PGM -- sorted
+    by their path relative to ``root``; ``skipped`` lists ``(path, reason)`` for every other
+    entry below it, in the same order: files of other types (GIF is not accepted: convert it
+    to PNG), folders named like images (``x.jpg/``, whose contents are listed as usual),
+    broken symbolic links, and links to folders (not followed, so no loops). A folder that is
+    missing, or not a folder, is a DetectionError naming it.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DetectionError(f"{root}: not a folder of images; check the path")
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for folder, dirs, names in os.walk(root, followlinks=False, onerror=_raise_walk_error):
+        dirs.sort()
+        for name in dirs:
+            path = Path(folder) / name
+            if path.is_symlink():
+                skipped.append((path, "a symbolic link to a folder (not followed)"))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                skipped.append((path, "a folder, not an image file (its contents are listed)"))
+        for name in names:
+            path = Path(folder) / name
+            reason = _skip_reason(path)
+            if reason is None:
+                files.append(path)
+            else:
+                skipped.append((path, reason))
+    order = lambda entry: entry.relative_to(root).as_posix()  # noqa: E731
+    files.sort(key=order)
+    skipped.sort(key=lambda item: order(item[0]))
+    return files, skipped
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a non-folder entry is not an accepted image file, or None if it is one."""
+    if not path.exists():
+        return "a broken symbolic link (its target does not exist)"
+    if not path.is_file():
+        return "not a regular file"
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        return "GIF is not accepted (animation or 256-colour graphics); convert it to PNG"
+    if suffix not in IMAGE_SUFFIXES:
+        return f"not an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})"
+    return None
+
+
+def _raise_walk_error(error: OSError) -> None:
+    raise DetectionError(f"{error.filename}: cannot list this folder ({error.strerror}); "
+                         "check its permissions")
