@@ -33,7 +33,9 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
 
     ``gt``: COCO instances JSON, a PASCAL VOC root or a folder of VOC/ILSVRC XMLs (see
     `detector.datasets.load_dataset` for ``images``, ``classes``, ``blacklist``, ``split``).
-    ``protocol``: "coco", "voc07", "voc", "ilsvrc" or "auto" (`guess_protocol`).
+    ``protocol``: "coco", "voc07", "voc", "ilsvrc" or "auto" (`guess_protocol`). ``images``
+    (where the XMLs' images are) is not read for COCO JSON, whose evaluation needs no image:
+    the test command passes the image root it detected on; the evaluate command refuses it.
 
     With COCO JSON ground truth, ``split`` (a file of image ids or file names) and ``classes``
     (a file of category names) select images and categories exactly as pycocotools'
@@ -42,8 +44,8 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
     by name (`check_options`) before anything is read; ground truth with nothing to evaluate
     (no object that counts) is an error, not a -1 or NaN mAP.
     """
-    protocol = check_options(gt, protocol, images=images, classes=classes, blacklist=blacklist)
-    if _is_coco_json(gt):
+    protocol = check_options(gt, protocol, classes=classes, blacklist=blacklist)
+    if is_coco_json(gt):
         result = _evaluate_coco_file(gt, detections, protocol, classes, split)
     else:
         dataset = load_dataset(gt, images=images, classes=classes, blacklist=blacklist,
@@ -67,8 +69,8 @@ def guess_protocol(gt: PathLike, classes: PathLike | None = None) -> str:
     return "voc"
 
 
-def check_options(gt: PathLike, protocol: str, *, images: PathLike | None = None,
-                  classes: PathLike | None = None, blacklist: PathLike | None = None) -> str:
+def check_options(gt: PathLike, protocol: str, *, classes: PathLike | None = None,
+                  blacklist: PathLike | None = None) -> str:
     """The protocol `evaluate_files` will use ("auto" resolved); an option that would do
     nothing for this ground truth and protocol raises `DetectionError` naming it."""
     if protocol == "auto":
@@ -76,10 +78,7 @@ def check_options(gt: PathLike, protocol: str, *, images: PathLike | None = None
     if protocol not in PROTOCOLS:
         raise DetectionError(f"--protocol {protocol}: unknown protocol; choose auto or one of "
                              f"{', '.join(PROTOCOLS)}")
-    coco_json = _is_coco_json(gt)
-    if images is not None and coco_json:
-        raise DetectionError(f"--images {images}: evaluating COCO JSON ground truth ({gt}) reads "
-                             "no image; drop --images")
+    coco_json = is_coco_json(gt)
     if blacklist is not None and (protocol != "ilsvrc" or coco_json):
         need = ("ILSVRC XML ground truth, not COCO JSON" if coco_json
                 else f"--protocol ilsvrc (this is {protocol})")
@@ -88,7 +87,8 @@ def check_options(gt: PathLike, protocol: str, *, images: PathLike | None = None
     return protocol
 
 
-def _is_coco_json(gt: PathLike) -> bool:
+def is_coco_json(gt: PathLike) -> bool:
+    """True when ``gt`` names COCO JSON ground truth (a .json path that is not a folder)."""
     return Path(gt).suffix.lower() == ".json" and not Path(gt).is_dir()
 
 

@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
     """Check the outputs, evaluate (`eval.evaluate_files`), print the table, write the files."""
     from detector.fileio import write_atomic
     from eval import evaluate_files, format_table
+    from eval.evaluate import is_coco_json
 
     check_outputs(args)
+    if args.images is not None and is_coco_json(args.gt):
+        raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
+                             f"({args.gt}) reads no image; drop --images")
     result = evaluate_files(args.gt, args.detections, protocol=args.protocol,
                             images=args.images, classes=args.classes, blacklist=args.blacklist,
                             split=args.split)
