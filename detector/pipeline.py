@@ -22,7 +22,7 @@ from torch import Tensor
 from detector.checkpoint import ModelSpec, check_ensemble, load_checkpoint
 from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
 from detector.datasets import read_image
-from detector.ensemble import InferencePath, member_outputs
+from detector.ensemble import InferencePath, default_path, member_outputs
 from detector.errors import DetectionError
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
 from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
@@ -65,13 +65,15 @@ def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) ->
                     proposals.get("method", SELECTIVE_SEARCH), dict(proposals.get("params", {})))
 
 
-def imagenet_ensemble(device: torch.device | str) -> Ensemble:
+def imagenet_ensemble(device: torch.device | str, weights: str | os.PathLike = "imagenet"
+                      ) -> Ensemble:
     """torchvision's ImageNet GoogLeNet as a 1,000-class region classifier (no background).
 
-    The weights come through torchvision's weights API; where they cannot be downloaded this
-    raises DetectionError. Proposals: the default (GoogLeNet, superpixel x2) selective search.
+    ``weights``: ``"imagenet"`` (torchvision's weights API; where they cannot be downloaded
+    this raises DetectionError) or a local torchvision GoogLeNet state-dict file. Proposals:
+    the default (GoogLeNet, superpixel x2) selective search.
     """
-    model, names = imagenet_classifier("imagenet")
+    model, names = imagenet_classifier(weights)
     return Ensemble([model.to(device).eval()], tuple(names), ModelSpec(len(names)),
                     SELECTIVE_SEARCH, {})
 
@@ -149,6 +151,24 @@ def classify_regions(pixels: Tensor, boxes: Tensor, members: Sequence[RegionClas
     return torch.cat(probs), torch.cat(deltas) if deltas[0] is not None else None
 
 
+def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.ndarray,
+                 proposals: np.ndarray, device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_per_image: int = MAX_PER_IMAGE, path: InferencePath | None = None, *,
+                 score_threshold: float = SCORE_THRESHOLD, nms_iou: float = NMS_IOU
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`detect` on an RGB uint8 [H, W, 3] image and float32 [N, 4] proposals, on ``device``,
+    the members run as ``path`` (default `default_path(device)`: bf16 autocast on CUDA;
+    members prepared for it by `prepare_members`); boxes [M, 4], scores [M], labels [M] as
+    CPU arrays. `detector.Detector` calls this for every image."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(device)  # uint8
+    boxes, scores, labels = detect(
+        pixels, torch.from_numpy(np.asarray(proposals, np.float32)), members,
+        input_size=spec.input_size, context_pad=spec.context_pad, batch_size=batch_size,
+        score_threshold=score_threshold, nms_iou=nms_iou, max_per_image=max_per_image,
+        path=path or default_path(device))
+    return boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
+
+
 def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
                   cache: ProposalCache | None = None,
                   proposer: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
@@ -170,26 +190,24 @@ def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
 
 
 def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache | None = None,
-                proposer: Callable[[np.ndarray], np.ndarray] | None = None,
-                apply_exif: bool = False
+                proposer: Callable[[np.ndarray], np.ndarray] | None = None
                 ) -> Iterator[tuple[int | str, str, np.ndarray, np.ndarray]]:
     """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
 
     One image at a time, in order. A separate stage on purpose: its prefetching version,
     `detector.prefetch.prefetch_inputs` (reading and proposing the next images in worker
-    processes while the GPU classifies this one), replaces it as is.
-    ``apply_exif``: rotate to the display orientation (`detector.datasets.read_image`); only
-    for images without annotations or cached proposals, which refer to the stored pixels.
+    processes while the GPU classifies this one), replaces it as is. Images are read in their
+    stored pixel grid, never EXIF-rotated: annotations and proposal caches refer to it.
     """
     for item in items:
-        yield load_input(item, cache=cache, proposer=proposer, apply_exif=apply_exif)
+        yield load_input(item, cache=cache, proposer=proposer)
 
 
 def load_input(item: tuple[int | str, str], *, cache: ProposalCache | None = None,
-               proposer: Callable[[np.ndarray], np.ndarray] | None = None,
-               apply_exif: bool = False) -> tuple[int | str, str, np.ndarray, np.ndarray]:
+               proposer: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> tuple[int | str, str, np.ndarray, np.ndarray]:
     """One ``(image_id, path)`` -> ``(image_id, path, image, proposals)``: `iter_inputs`' step."""
     image_id, path = item
-    image = read_image(path, apply_exif=apply_exif)
+    image = read_image(path)
     return image_id, path, image, proposals_for(image, image_id, path, cache=cache,
                                                 proposer=proposer)

@@ -14,22 +14,32 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from multiprocessing.pool import AsyncResult
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from detector.errors import DetectionError
-from detector.pipeline import iter_inputs, load_input
+from detector.pipeline import load_input
 from proposals.cache import ProposalCache
+from proposals.extract import one_thread_worker
 
 Input = tuple[int | str, str, np.ndarray, np.ndarray]
+
+
+class Failure(NamedTuple):
+    """An image that could not be read or proposed (``keep_going=True``), and why."""
+
+    image_id: int | str
+    path: str
+    reason: str
 
 
 def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
                     cache: ProposalCache | None = None,
                     proposer: Callable[[np.ndarray], np.ndarray] | None = None,
-                    apply_exif: bool = False, workers: int = 0,
-                    ahead: int | None = None) -> Iterator[Input]:
+                    workers: int = 0, ahead: int | None = None,
+                    keep_going: bool = False) -> Iterator[Input | Failure]:
     """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
 
     The yields of `detector.pipeline.iter_inputs` (same arguments), in the same order. With
@@ -38,17 +48,18 @@ def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
     and ``cache`` must then be picklable (`proposals.combined.Proposer` and `ProposalCache`
     are). ``workers=0``: everything in this process, one image at a time.
 
-    A worker's DetectionError (an unreadable image, no proposals) is raised here, at that
-    image, with its message. The pool is shut down at the end, on an error, and when the
-    generator is closed early (use ``contextlib.closing`` to close it at a known point).
+    An image's DetectionError (unreadable, no proposals) is raised here, at that image, with
+    its message; with ``keep_going`` it is yielded as a `Failure` in that image's place and the
+    rest go on. The pool is shut down at the end, on an error, and when the generator is
+    closed early (use ``contextlib.closing`` to close it at a known point).
     """
     if workers < 0 or (ahead is not None and ahead < 1):
         raise DetectionError(f"workers {workers} and ahead {ahead}: use workers >= 0 (0 = no "
                              "worker processes) and ahead >= 1")
+    load = partial(_load, cache=cache, proposer=proposer, keep_going=keep_going)
     if workers == 0:
-        yield from iter_inputs(items, cache=cache, proposer=proposer, apply_exif=apply_exif)
+        yield from map(load, items)
         return
-    load = partial(load_input, cache=cache, proposer=proposer, apply_exif=apply_exif)
     pending: deque[AsyncResult] = deque()
     # Leaving the with block (end, error, GeneratorExit on close) terminates the workers.
     with multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread_worker) as pool:
@@ -60,12 +71,13 @@ def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
             yield pending.popleft().get()
 
 
-def one_thread_worker() -> None:
-    """Pool initializer of proposal workers (here and tools/propose.py): the workers are the
-    parallelism, and threads inside each would oversubscribe the cores; OpenCV for selective
-    search, torch for a MultiBox proposer's network."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+def _load(item: tuple[int | str, str], *, cache: ProposalCache | None,
+          proposer: Callable[[np.ndarray], np.ndarray] | None,
+          keep_going: bool) -> Input | Failure:
+    """`load_input`, with an image's DetectionError turned into a `Failure` if ``keep_going``."""
+    try:
+        return load_input(item, cache=cache, proposer=proposer)
+    except DetectionError as e:
+        if not keep_going:
+            raise
+        return Failure(item[0], item[1], str(e))

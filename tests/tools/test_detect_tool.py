@@ -1,4 +1,4 @@
-"""tools/detect.py: printed detections, annotated images, results JSON; the default ImageNet
+"""The detect command (detector.cli.detect): printed detections, annotated images, results JSON; the default ImageNet
 model; every user error is one line on stderr and exit status 2."""
 import json
 from urllib.error import URLError
@@ -15,7 +15,8 @@ from detector.classifier import build_classifier
 from detector.ensemble import InferencePath, default_path
 from eval.detections import load_results
 from proposals.cache import ProposalCache
-from tools.detect import build_parser, inference_path, main
+from detector.cli.common import inference_path
+from detector.cli.detect import build_parser, main
 
 CLASSES = ["red", "blue"]
 # Few, small proposals: selective search capped at 6 boxes per image.
@@ -83,10 +84,13 @@ def test_images_and_folders_give_prints_pictures_and_json(images, checkpoints, t
 
 def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
     single, pair = tmp_path / "single", tmp_path / "pair"
-    args = [str(images / "single.png"), "--score-threshold", "1.01",
+    args = [str(images / "single.png"), "--score-threshold", "1",
             "--checkpoint", str(checkpoints / "a.pt")]
     assert main(args + ["--out", str(single)]) == 0
-    assert "0 detection(s) shown of" in capsys.readouterr().out  # nothing scores above 1
+    printed = capsys.readouterr().out  # nothing scores 1: the message says what would show
+    best = max(d["score"] for d in json.loads((single / "detections.json").read_text()))
+    assert f"0 detection(s) shown of 10 (best score {best:.3f}; --score-threshold 1 hides them: " \
+           f"pass --score-threshold {int(best * 1000) / 1000:g} or lower" in printed, printed
     assert main(args + ["--checkpoint", str(checkpoints / "b.pt"), "--out", str(pair)]) == 0
     one = json.loads((single / "detections.json").read_text())
     two = json.loads((pair / "detections.json").read_text())
@@ -166,8 +170,6 @@ ERRORS = {
                             "cats.pt: its classes differ"),
     "weights that do not fit": (lambda t: ["{single}", "--checkpoint", "{three}"],
                                 "three.pt: weights do not fit"),
-    "unreadable image": (broken_image, "cannot decode image"),
-    "no proposals": (empty_cache, "single.png: no proposals"),
     "missing input": (lambda t: [str(t / "nope.jpg"), "--checkpoint", "{a}"], "no such image file"),
     "no weights download": (lambda t: ["{single}"], "cannot download torchvision's ImageNet GoogLeNet"),
     "stacked and compiled": (lambda t: ["{single}", "--checkpoint", "{a}", "--stacked",
@@ -188,6 +190,19 @@ def test_user_errors_are_one_line_and_exit_2(case, images, checkpoints, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     if case == "no weights download":
         assert "--checkpoint" in lines[0]
+
+
+@pytest.mark.parametrize("make_args, message", [(broken_image, "cannot decode image"),
+                                                 (empty_cache, "single.png: no proposals")],
+                         ids=["unreadable image", "no proposals"])
+def test_an_image_that_cannot_be_done_is_reported_and_exits_1(make_args, message, images,
+                                                              checkpoints, tmp_path, capsys):
+    names = {"single": images / "single.png", "a": checkpoints / "a.pt"}
+    args = [a.format(**names) for a in make_args(tmp_path)] + ["--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "1 image(s), 1 failed:" in err and message in err, err
+    assert json.loads((tmp_path / "out" / "detections.json").read_text()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")

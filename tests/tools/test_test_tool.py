@@ -1,4 +1,4 @@
-"""tools/test.py on a tiny generated VOC folder: detections JSON, evaluation table, class
+"""The test command (detector.cli.test) on a tiny generated VOC folder: detections JSON, evaluation table, class
 mapping by name, errors."""
 import json
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-import detector.evaluation
+import detector.api
 from detector.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.datasets import load_dataset
 from eval.detections import load_results
 from proposals.cache import ProposalCache
-from tools.evaluate import main as evaluate_main
-from tools.test import main
+from detector.cli.evaluate import main as evaluate_main
+from detector.cli.test import main
 
 from _tiny import save_voc_image
 
@@ -50,9 +50,9 @@ def checkpoint(tmp_path_factory):
 
 
 def test_runs_the_split_and_prints_the_table(voc, checkpoint, tmp_path, capsys):
-    dets, res = tmp_path / "dets.json", tmp_path / "res.json"
-    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--out", str(dets),
-                 "--json", str(res)]) == 0
+    out = tmp_path / "missing" / "out"  # created
+    dets, res = out / "detections.json", out / "evaluation.json"
+    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "voc mAP:" in printed and "blue" in printed and "red" in printed
     result = json.loads(res.read_text())
@@ -77,14 +77,13 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
     for i in range(3):
         cache.save(f"im{i}", np.array([RED, BLUE], np.float32))
 
-    def oracle(members, spec, image, proposals, device, batch_size, max_per_image, path):
+    def oracle(members, spec, image, proposals, device, batch_size, max_per_image, path, **_):
         return proposals, np.array([0.9, 0.8], np.float32), np.array([1, 2])
 
-    monkeypatch.setattr(detector.evaluation, "detect_array", oracle)
+    monkeypatch.setattr(detector.api, "detect_array", oracle)
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
-                 str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "d.json"),
-                 "--json", str(tmp_path / "r.json")]) == 0
-    result = json.loads((tmp_path / "r.json").read_text())
+                 str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "o")]) == 0
+    result = json.loads((tmp_path / "o" / "evaluation.json").read_text())
     assert result["protocol"] == "voc07" and result["per_class"] == {"blue": 1.0, "red": 1.0}
     assert "voc07 mAP: 100.00" in capsys.readouterr().out
 
@@ -102,7 +101,7 @@ def test_errors_are_one_line_and_exit_2(voc, checkpoint, tmp_path, capsys):
         (["--checkpoint", str(tmp_path / "nope.pt")], "nope.pt: checkpoint not found"),
     ]
     for args, message in cases:
-        assert main(["--gt", str(voc), "--out", str(tmp_path / "d.json")] + args) == 2
+        assert main(["--gt", str(voc), "--out", str(tmp_path / "d")] + args) == 2
         err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("test:")]
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-    assert not (tmp_path / "d.json").exists()
+    assert not (tmp_path / "d" / "detections.json").exists()

@@ -1,0 +1,277 @@
+"""`Detector`: the one entry point for detection from Python, and what the commands run.
+
+    from detector import Detector
+    detector = Detector.load(["runs/a/last.pt", "runs/b/last.pt"], device="auto")
+    result = detector("photo.jpg")          # or an RGB uint8 ndarray [H, W, 3]
+    result.boxes, result.scores, result.labels
+    for result in detector.detect_many(["a.jpg", "b.jpg"], workers=2):
+        ...
+
+A `Detector` holds the ensemble's members (prepared once for its inference path), the
+proposals they were trained with (computed by the checkpoint's proposer, or read from a
+proposal cache) and the post-processing settings. The detect and test commands and training's
+validation (`detector.evaluation.evaluate_model`) all run through it, so there is one path.
+
+Images are read in their stored pixel grid: EXIF orientation is never applied, because
+annotations and proposal caches refer to the stored pixels (`detector.datasets.read_image`).
+Boxes are float32 ``(x1, y1, x2, y2)`` in pixels of that grid; labels 1..K name
+``classes[label - 1]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detector.checkpoint import ModelSpec
+from detector.datasets import read_image
+from detector.ensemble import InferencePath, default_path, prepare_members
+from detector.errors import DetectionError
+from detector.pipeline import (Ensemble, detect_array, imagenet_ensemble, load_ensemble,
+                               proposals_for)
+from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
+from detector.prefetch import Failure, prefetch_inputs
+from detector.regions import DEFAULT_BATCH_SIZE
+from proposals.cache import ProposalCache
+from proposals.combined import proposer_for
+
+Proposer = Callable[[np.ndarray], np.ndarray]
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionResult:
+    """One image's detections, best first.
+
+    ``boxes`` float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` pixels of the stored image grid,
+    ``scores`` float32 ``[N]`` (the ensemble's mean softmax), ``labels`` int64 ``[N]`` in 1..K.
+    ``image_id`` / ``path`` say which image (None for an array given without them).
+    ``num_proposals``: regions classified. ``error``: why the image could not be done
+    (`Detector.detect_many` with ``keep_going=True``; the arrays are then empty).
+    ``image``: the decoded RGB pixels (detect_many's results only, for drawing; not gathered
+    across ranks).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    image_id: int | str | None = None
+    path: str | None = None
+    num_proposals: int = 0
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, image_id: int | str, path: str, reason: str) -> "DetectionResult":
+        """The result of an image that could not be read or proposed."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                   image_id, path, 0, reason)
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; anything else as ``torch.device`` reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise DetectionError(f"device {device!r}: {e}; use auto, cpu, cuda or cuda:N") from None
+
+
+def inference_path_for(device: torch.device, precision: str = "auto",
+                       channels_last: bool | None = None, stacked: bool | None = None,
+                       compile: bool | None = None) -> InferencePath:
+    """`default_path(device)` with what the keyword choices change (None: the default's)."""
+    if precision not in PRECISIONS:
+        raise DetectionError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    path = default_path(device)
+    if precision != "auto":
+        path = replace(path, autocast=torch.bfloat16 if precision == "bf16" else None)
+    if channels_last is not None:
+        path = replace(path, channels_last=channels_last)
+    if stacked is not None:
+        path = replace(path, stacked=stacked)
+    if compile is not None:
+        path = replace(path, compile="inductor" if compile else None)
+    return path
+
+
+def check_settings(score_threshold: float, max_per_image: int, batch_size: int,
+                   nms_iou: float = NMS_IOU) -> None:
+    """Refuse post-processing and batching values that cannot work, naming them."""
+    if not (isinstance(score_threshold, (int, float)) and 0 <= score_threshold <= 1):
+        raise DetectionError(f"score_threshold {score_threshold}: must be in [0, 1] "
+                             "(a softmax probability)")
+    if not (isinstance(nms_iou, (int, float)) and 0 < nms_iou <= 1):
+        raise DetectionError(f"nms_iou {nms_iou}: must be in (0, 1]")
+    for name, value in (("max_per_image", max_per_image), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DetectionError(f"{name} {value}: must be a whole number of at least 1")
+
+
+class Detector:
+    """An ensemble of region classifiers ready to detect, on one device.
+
+    Args:
+        members: classifiers in eval mode on ``device`` that agree on classes and warp.
+        spec: their `ModelSpec` (input size, context padding).
+        classes: label ``i`` is ``classes[i - 1]``.
+        device: where the members are; images go there.
+        path: how the networks run (default `default_path(device)`: bf16 autocast on CUDA).
+        cache: proposals read from this cache (key: the image id) instead of computed.
+        proposer: computes an image's proposals where there is no cache (default: GoogLeNet's
+            selective search); must be picklable for ``detect_many(workers >= 1)``.
+        score_threshold, nms_iou, max_per_image: `detector.postprocess.postprocess`'s.
+        batch_size: regions warped and classified at once (bounds memory).
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module], spec: ModelSpec,
+                 classes: Sequence[str], device: torch.device | str, *,
+                 path: InferencePath | None = None, cache: ProposalCache | None = None,
+                 proposer: Proposer | None = None, score_threshold: float = SCORE_THRESHOLD,
+                 nms_iou: float = NMS_IOU, max_per_image: int = MAX_PER_IMAGE,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        check_settings(score_threshold, max_per_image, batch_size, nms_iou)
+        self.device = torch.device(device)
+        self.path = path or default_path(self.device)
+        self.spec, self.classes = spec, tuple(classes)
+        self.members = prepare_members(list(members), self.path)
+        self.cache, self.proposer = cache, proposer
+        self.score_threshold, self.nms_iou = score_threshold, nms_iou
+        self.max_per_image, self.batch_size = max_per_image, batch_size
+
+    @classmethod
+    def load(cls, checkpoints: Sequence[str | os.PathLike] = (),
+             device: torch.device | str = "auto", *,
+             imagenet_weights: str | os.PathLike | None = None,
+             proposals: str | os.PathLike | ProposalCache | None = None,
+             precision: str = "auto", channels_last: bool | None = None,
+             stacked: bool | None = None, compile: bool | None = None,
+             score_threshold: float = SCORE_THRESHOLD, nms_iou: float = NMS_IOU,
+             max_per_image: int = MAX_PER_IMAGE, batch_size: int = DEFAULT_BATCH_SIZE
+             ) -> "Detector":
+        """A detector from checkpoints (one per ensemble member), or without any, R-CNN's "no
+        fine-tuning" baseline: torchvision's 1,000-class ImageNet GoogLeNet (weights through
+        torchvision's weights API, or ``imagenet_weights``, a local torchvision GoogLeNet
+        state-dict file such as ``googlenet-1378be20.pth``).
+
+        ``proposals``: a proposal cache (folder or `ProposalCache`) to read proposals from;
+        default: computed as the checkpoint's were. The inference path is
+        `default_path(device)` changed by ``precision`` / ``channels_last`` / ``stacked`` /
+        ``compile``. Every value is checked before a checkpoint is read.
+        """
+        check_settings(score_threshold, max_per_image, batch_size, nms_iou)
+        device = resolve_device(device)
+        path = inference_path_for(device, precision, channels_last, stacked, compile)
+        if checkpoints and imagenet_weights is not None:
+            raise DetectionError(f"imagenet_weights {imagenet_weights} applies only without a "
+                                 "checkpoint (the ImageNet baseline); drop one of them")
+        ensemble = load_model(list(checkpoints), device, imagenet_weights)
+        if len(ensemble.members) == 1 and path.stacked:
+            raise DetectionError("stacked members need an ensemble; --stacked (stacked=True) "
+                                 "with one checkpoint does nothing: drop it")
+        cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
+        return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
+                   cache=cache, proposer=proposer, score_threshold=score_threshold,
+                   nms_iou=nms_iou, max_per_image=max_per_image, batch_size=batch_size)
+
+    def __call__(self, image: str | os.PathLike | np.ndarray,
+                 proposals: np.ndarray | torch.Tensor | None = None, *,
+                 image_id: int | str | None = None) -> DetectionResult:
+        """Detections in one image: a file path (read in its stored pixel grid) or an RGB
+        uint8 ``ndarray [H, W, 3]``. ``proposals`` float32 ``[N, 4]`` pixel boxes, or None to
+        compute them (or read them from the cache under ``image_id``, default the file's
+        stem)."""
+        path = None
+        if isinstance(image, (str, os.PathLike)):
+            path = str(image)
+            image_id = Path(path).stem if image_id is None else image_id
+            image = read_image(path)
+        if proposals is None:
+            if self.cache is not None and image_id is None:
+                raise DetectionError("an image array with a proposal cache needs its image_id "
+                                     "(the cache's key); pass image_id= or proposals=")
+            proposals = proposals_for(image, image_id, path or "image array", cache=self.cache,
+                                      proposer=self.proposer)
+        return self.detect_proposals(image, np.asarray(proposals, np.float32), image_id, path)
+
+    def detect_proposals(self, image: np.ndarray, proposals: np.ndarray,
+                         image_id: int | str | None = None, path: str | None = None
+                         ) -> DetectionResult:
+        """The ensemble and post-processing on RGB uint8 ``image [H, W, 3]`` and its
+        ``proposals`` float32 ``[N, 4]``."""
+        boxes, scores, labels = detect_array(
+            self.members, self.spec, image, proposals, self.device, self.batch_size,
+            self.max_per_image, self.path, score_threshold=self.score_threshold,
+            nms_iou=self.nms_iou)
+        return DetectionResult(boxes, scores, labels, image_id, path, len(proposals))
+
+    def detect_many(self, items: Iterable[str | os.PathLike | tuple[int | str, str]], *,
+                    workers: int = 0, cache: ProposalCache | None = None,
+                    keep_going: bool = False) -> Iterator[DetectionResult]:
+        """Detections of many images, in the order given: paths (id = the file's stem) or
+        ``(image_id, path)`` pairs. ``workers`` processes read and propose the next images
+        while this one is classified (`detector.prefetch.prefetch_inputs`); ``cache``
+        overrides the detector's. ``keep_going``: an image that cannot be read or proposed
+        yields a result with ``error`` set instead of raising."""
+        pairs = [(Path(i).stem, str(i)) if isinstance(i, (str, os.PathLike)) else i
+                 for i in items]
+        inputs = prefetch_inputs(pairs, cache=cache or self.cache, proposer=self.proposer,
+                                 workers=workers, keep_going=keep_going)
+        with contextlib.closing(inputs):  # an error here stops the workers at once
+            for item in inputs:
+                if isinstance(item, Failure):
+                    yield DetectionResult.failed(*item)
+                    continue
+                image_id, path, image, proposals = item
+                yield replace(self.detect_proposals(image, proposals, image_id, path),
+                              image=image)
+
+    def describe(self) -> str:
+        """E.g. ``"2 network(s) on cpu: fp32"``."""
+        return f"{len(self.members)} network(s) on {self.device}: {self.path.describe()}"
+
+
+def load_model(checkpoints: list[str | os.PathLike], device: torch.device,
+               imagenet_weights: str | os.PathLike | None = None) -> Ensemble:
+    """The checkpoints' ensemble, or without any, torchvision's ImageNet GoogLeNet."""
+    if checkpoints:
+        return load_ensemble(checkpoints, device)
+    try:
+        return imagenet_ensemble(device, imagenet_weights or "imagenet")
+    except DetectionError as e:
+        if imagenet_weights is not None:
+            raise
+        # Name the ways out: a trained checkpoint, or the weights as a local file.
+        raise DetectionError(f"{e}; or pass --checkpoint CKPT (a model from tools/train.py) "
+                             "or --imagenet-weights FILE (Detector.load(imagenet_weights=...)) "
+                             "with googlenet-1378be20.pth from torchvision") from None
+
+
+def proposal_source(proposals: str | os.PathLike | ProposalCache | None, ensemble: Ensemble,
+                    checkpoints: list[str]) -> tuple[ProposalCache | None, Proposer | None]:
+    """(the cache, None) when ``proposals`` names one, else (None, the proposer the
+    checkpoint was trained with: selective search, or selective search + its MultiBox)."""
+    if proposals is not None:
+        cache = proposals if isinstance(proposals, ProposalCache) else \
+            ProposalCache.open(proposals)
+        if checkpoints and (cache.method, cache.params) != (ensemble.proposal_method,
+                                                           ensemble.proposal_params):
+            # Allowed (e.g. MultiBox boxes added at test time), but worth knowing.
+            print(f"note: {cache.root} holds {cache.method} proposals with {cache.params}; "
+                  f"{checkpoints[0]} was trained on {ensemble.proposal_method} with "
+                  f"{ensemble.proposal_params}")
+        return cache, None
+    where = checkpoints[0] if checkpoints else "the ImageNet model"
+    return None, proposer_for(ensemble.proposal_method, ensemble.proposal_params, where)
+
+
+def best_score(scores: np.ndarray) -> float:
+    """The highest score, or nan for none (for messages)."""
+    return float(scores.max()) if len(scores) else math.nan

@@ -1,0 +1,226 @@
+"""The detect command: a trained ensemble (or ImageNet GoogLeNet) on image files and folders.
+
+    gdet-detect photo.jpg --checkpoint runs/raccoon/last.pt
+    gdet-detect photos/ more.jpg --checkpoint a.pt --checkpoint b.pt --out dets/
+    gdet-detect photo.jpg --imagenet-weights googlenet-1378be20.pth   # ImageNet, offline
+    torchrun --nproc-per-node 2 tools/detect.py photos/ --checkpoint a.pt
+
+Prints each image's detections scoring at least --score-threshold, and writes into --out an
+annotated copy of every image and detections.json, a COCO results list of every detection
+(image_id = the file's stem; category_id = label 1..K in the checkpoint's class order) that
+the evaluate command reads. It is `detector.Detector` with its defaults: `Detector.load(...)`
+then `detector(path)` gives the same detections.
+
+Images are read in their stored pixel grid: EXIF orientation is never applied, with or without
+--proposals (annotations and proposal caches refer to the stored pixels), so the boxes and the
+annotated copy are in that grid. An image that cannot be decoded is reported, the rest go on,
+detections.json holds every image processed, and the exit status is 1. Under torchrun the
+images are shared among the ranks; rank 0 writes detections.json in the one-process order and
+each rank writes the annotated copies of its own images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from detector.cli.common import (add_inference_arguments, check_inference_arguments,
+                                 check_output_dir, pick_device, run_main)
+from detector.errors import DetectionError
+
+RESULTS_NAME = "detections.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gdet-detect", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files, or folders (every image below them; what is skipped is "
+                        "reported). Read in their stored pixel grid (no EXIF rotation)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT",
+                   help="a checkpoint of the train command; repeat it for an ensemble (softmax "
+                        "averaged). Default: torchvision's ImageNet GoogLeNet (1,000 classes)")
+    p.add_argument("--imagenet-weights", metavar="FILE",
+                   help="without --checkpoint: a local torchvision GoogLeNet state dict (e.g. "
+                        "googlenet-1378be20.pth) instead of downloading the ImageNet weights")
+    p.add_argument("--out", default="detections",
+                   help="output folder: detections.json and annotated images (default detections/)")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="print and draw detections scoring at least this, in [0, 1] (the JSON "
+                        "keeps every detection above 0.01; default 0.5)")
+    p.add_argument("--proposals", metavar="CACHE",
+                   help="read proposals from this propose-command cache (key: the file's stem) "
+                        "instead of computing them; it must hold every input image")
+    add_inference_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(run, args)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything the flags alone can tell, refused by name before any work."""
+    check_inference_arguments(args)
+    if not (0 <= args.score_threshold <= 1):  # also refuses nan
+        raise DetectionError(f"--score-threshold {args.score_threshold}: must be in [0, 1] "
+                             "(a probability)")
+    check_path_flags(args.checkpoint, args.stacked, args.compile)
+    if args.imagenet_weights and args.checkpoint:
+        raise DetectionError(f"--imagenet-weights {args.imagenet_weights}: applies only without "
+                             "--checkpoint (the ImageNet baseline); drop one of them")
+
+
+def check_path_flags(checkpoints: list[str], stacked: bool | None, compile: bool | None) -> None:
+    """--stacked needs an ensemble (two or more checkpoints) and excludes --compile."""
+    if stacked and compile:
+        raise DetectionError("--stacked and --compile cannot be combined; choose one of "
+                             "--stacked and --compile")
+    if stacked and len(checkpoints) < 2:
+        raise DetectionError("--stacked stacks an ensemble's members, but one network is given; "
+                             "drop --stacked or pass two or more --checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from detector import distributed
+    from detector.api import Detector
+    from detector.drawing import draw
+    from detector.evaluation import results_of
+    from detector.fileio import write_atomic
+    from tqdm import tqdm
+
+    check_arguments(args)
+    out = check_output_dir(args.out, "--out")
+    items, skipped = list_images(args.inputs)
+    targets = {path: annotated_path(out, path) for _, path in items}  # clashes refused now
+    device = pick_device(args.device, distributed.local_rank())
+    distributed.init(device)
+    detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
+                             proposals=args.proposals, **inference_options(args))
+    if detector.cache is not None:
+        check_cache_holds(detector.cache, items, args.proposals)
+    rank = distributed.world()[0]
+    if rank == 0:
+        report_skipped(skipped)
+        print(detector.describe())
+
+    def show(result) -> None:
+        if result.error is not None:
+            tqdm.write(f"{result.path}: FAILED: {result.error}", file=sys.stderr)
+            return
+        shown = result.scores >= args.score_threshold
+        tqdm.write(format_detections(result, detector.classes, shown, args.score_threshold))
+        draw(result.image, detector.classes, result.boxes[shown], result.scores[shown],
+             result.labels[shown], targets[result.path])
+
+    results = distributed.detect_sharded(detector, items, workers=args.workers,
+                                         keep_going=True, each=show, progress="detect")
+    distributed.finish()
+    if results is None:  # not rank 0: rank 0 writes and reports
+        return 0
+    done = [r for r in results if r.error is None]
+    rows = results_of(done, range(1, len(detector.classes) + 1))
+    write_atomic(out / RESULTS_NAME, json.dumps(rows) + "\n")
+    print(f"wrote {len(rows)} detections of {len(done)} image(s) to {out / RESULTS_NAME}, "
+          f"annotated images to {out}/")
+    return report_failures([r for r in results if r.error is not None], len(results))
+
+
+def inference_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `Detector.load` that the inference flags set."""
+    return dict(precision=args.precision, channels_last=args.channels_last,
+                stacked=args.stacked, compile=args.compile, max_per_image=args.max_per_image,
+                batch_size=args.batch_size)
+
+
+def list_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(image_id, path)`` of every input, folders expanded (sorted; id = the file's stem),
+    and the ``(path, reason)`` of what folders hold but cannot be read as images."""
+    from detector.datasets.images import list_image_files
+
+    items: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files, skips = list_image_files(path)
+            skipped += [(str(p), why) for p, why in skips]
+            if not files:
+                raise DetectionError(f"{path}: no image files in this folder; give image files "
+                                     "or a folder that holds some")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise DetectionError(f"{path}: no such image file or folder; check the path")
+        for file in files:
+            if file.stem in seen:
+                raise DetectionError(f"{file} and {seen[file.stem]} share the name {file.stem!r}, "
+                                     "which is the image id and the output name; rename one")
+            seen[file.stem] = str(file)
+            items.append((file.stem, str(file)))
+    return items, skipped
+
+
+def annotated_path(out: Path, source: str) -> Path:
+    """``OUT/<stem>.jpg`` for JPEG inputs, ``OUT/<stem>.png`` otherwise; never the input itself."""
+    suffix = ".jpg" if Path(source).suffix.lower() in (".jpg", ".jpeg") else ".png"
+    target = out / (Path(source).stem + suffix)
+    if target.resolve() == Path(source).resolve():
+        raise DetectionError(f"{source}: --out {out} would overwrite this input with its annotated "
+                             "copy; choose another --out folder")
+    return target
+
+
+def check_cache_holds(cache, items: list[tuple[str, str]], flag_value: str) -> None:
+    """Every input is in the --proposals cache, or recorded there as failed (then reported)."""
+    failed = set(cache.failed_ids())
+    missing = [path for image_id, path in items if image_id not in cache and image_id not in failed]
+    if missing:
+        raise DetectionError(f"--proposals {flag_value}: holds no proposals for {missing[0]} "
+                             f"({len(missing)} of {len(items)} images); run the propose command "
+                             f"with --out {flag_value} on these images, or drop --proposals")
+
+
+def report_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One line per folder entry that is not read, and why."""
+    for path, why in skipped:
+        print(f"skipped {path}: {why}")
+
+
+def report_failures(failed: list, total: int) -> int:
+    """The summary line(s); exit status 1 if any image failed, else 0."""
+    if not failed:
+        return 0
+    print(f"{total} image(s), {len(failed)} failed:", file=sys.stderr)
+    for result in failed:
+        print(f"  {result.path}: {result.error}", file=sys.stderr)
+    return 1
+
+
+def format_detections(result, classes: tuple[str, ...], shown, threshold: float) -> str:
+    """One header line, then ``class  score  [x1, y1, x2, y2]`` per shown detection (pixels).
+    When none is shown the header says the best score and the flag that shows more."""
+    header = f"{result.path}: {int(shown.sum())} detection(s) shown of {len(result.boxes)}"
+    if not shown.any():
+        if len(result.scores):
+            best = float(result.scores.max())
+            header += (f" (best score {best:.3f}; --score-threshold {threshold:g} hides them: "
+                       f"pass --score-threshold {math.floor(best * 1000) / 1000:g} or lower "
+                       "to show more)")
+        else:
+            header += f" (no region scored above 0.01 among {result.num_proposals} proposals)"
+    lines = [header]
+    for box, score, label in zip(result.boxes[shown], result.scores[shown], result.labels[shown]):
+        x1, y1, x2, y2 = box
+        lines.append(f"  {classes[label - 1]:<20} {score:.3f}  "
+                     f"[{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
