@@ -14,7 +14,7 @@ from proposals.combined import COMBINED, MULTIBOX, merge_proposals
 from proposals.multibox import load_multibox, predict
 from tools.detect import main as detect
 from tools.propose import main as propose
-from tools.train import main as train
+from detector.cli.train import main as train
 
 from _tiny import make_tiny
 

@@ -1,4 +1,4 @@
-"""tools/train.py on a tiny generated dataset: checkpoints, metrics, determinism, exact resume."""
+"""The train command (detector.cli.train) on a tiny generated dataset: checkpoints, metrics, determinism, exact resume."""
 import csv
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detector.checkpoint import load_checkpoint
-from tools.train import main as train
+from detector.cli.train import main as train
 
 from _tiny import CLASSES, make_tiny
 
@@ -34,7 +34,7 @@ def same(a: dict, b: dict) -> bool:
 def test_trains_and_writes_checkpoints_and_metrics(tiny, tmp_path):
     assert run(tiny, tmp_path / "a") == 0
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["epoch_001.pt", "epoch_002.pt", "last.pt", "metrics.csv"]
+    assert names == ["config.yaml", "epoch_001.pt", "epoch_002.pt", "last.pt", "metrics.csv"]
     payload = load_checkpoint(tmp_path / "a" / "last.pt")
     assert payload["classes"] == sorted(CLASSES) and payload["epoch"] == 2
     assert payload["model"] == {"num_classes": 2, "input_size": 32, "context_pad": 2, "box_regression": False}
@@ -76,9 +76,11 @@ def test_config_errors_are_one_line(tiny, tmp_path, capsys):
 def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
     """The tiny config end to end: proposals (fixture), two training iterations with validation,
     tools/detect.py on an image, tools/test.py on the dataset (same numbers as evaluate.py)."""
-    from tools.detect import main as detect
-    from tools.evaluate import main as evaluate
-    from tools.test import main as test
+    import json
+
+    from detector.cli.detect import main as detect
+    from detector.cli.evaluate import main as evaluate
+    from detector.cli.test import main as test
 
     (tmp_path / "val.txt").write_text("im2\nim3\n")
     assert run(tiny, tmp_path / "run", "--set", "solver.epochs=1", "--set", "solver.eval_every=1",
@@ -89,10 +91,11 @@ def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
     assert detect([str(tiny / "im0.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "det"),
                    "--device", "cpu", "--score-threshold", "0"]) == 0
     assert (tmp_path / "det" / "detections.json").exists() and (tmp_path / "det" / "im0.png").exists()
+    out = tmp_path / "tested"
     assert test(["--gt", str(tiny), "--checkpoint", ckpt, "--proposals", str(tiny / "cache"),
-                 "--out", str(tmp_path / "dets.json"), "--json", str(tmp_path / "res.json"),
-                 "--protocol", "voc", "--device", "cpu"]) == 0
-    assert evaluate(["--gt", str(tiny), "--detections", str(tmp_path / "dets.json"),
+                 "--out", str(out), "--protocol", "voc", "--device", "cpu"]) == 0
+    assert evaluate(["--gt", str(tiny), "--detections", str(out / "detections.json"),
                      "--protocol", "voc", "--json", str(tmp_path / "again.json")]) == 0
-    assert (tmp_path / "res.json").read_text() == (tmp_path / "again.json").read_text()
+    assert (json.loads((out / "evaluation.json").read_text())
+            == json.loads((tmp_path / "again.json").read_text()))
     assert "voc mAP" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The MultiBox task of tools/train.py: its config and its `TrainingRun`.
+"""The MultiBox task of `detector.trainer.train` (``task: multibox``): its `TrainingRun`.
 
     python tools/train.py --config configs/raccoon_multibox_cpu.yaml
 
@@ -6,86 +6,44 @@ Priors: before the first epoch, ``model.num_priors`` k-means clusters (IoU dista
 ``model.prior_samples`` boxes per prior drawn as training shows them (crops, flips); they are
 stored in every checkpoint, and a resumed run takes them from there. Validation: proposal recall
 of the top ``validation.top_n`` boxes (after NMS) on the validation split.
+
+Damaged photos: MultiBox has no proposal cache to record them, so before the first step every
+training (and validation) image is decoded once; the ones that cannot be are left out, their
+count and the first reason printed (one decode per image, a small cost beside an epoch).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from detector.classifier import load_trunk_weights
 from detector.datasets import Dataset, load_dataset, read_image
+from detector.errors import DetectionError
+from detector.run_files import write_checkpoint
+from detector.train_config import MultiBoxTrainConfig
 from detector.training import TrainingRun
 from eval.recall import proposal_recall
 from proposals.multibox import MultiBox, predict, save_multibox
-from proposals.multibox_loss import ALPHA, multibox_loss
+from proposals.multibox_loss import multibox_loss
 from proposals.multibox_training import (MultiBoxBatches, collate_multibox,
                                          sample_training_boxes)
 from proposals.priors import cluster_priors, mean_best_iou
-from tools.train import Solver, write_checkpoint
-
-
-@dataclass(frozen=True)
-class MultiBoxDataConfig:
-    gt: str = ""                       # dataset: COCO JSON, VOC folder or VOC/ILSVRC XML folder
-    images: str | None = None
-    classes: str | None = None         # (classes are ignored: MultiBox is class-agnostic)
-    train_split: str | None = None
-    val_split: str | None = None
-
-
-@dataclass(frozen=True)
-class MultiBoxModelConfig:
-    num_priors: int = 800              # K output slots (the paper's 800)
-    input_size: int = 224
-    weights: str | None = "imagenet"   # trunk: "imagenet", a GoogLeNet/checkpoint file, or null
-    init_seed: int = 0
-    prior_samples: int = 20            # augmented training boxes per prior for the k-means
-
-
-@dataclass(frozen=True)
-class MultiBoxLossConfig:
-    alpha: float = ALPHA               # weight of the location term
-    matching: Literal["bipartite", "best_prior", "predicted"] = "bipartite"
-
-
-@dataclass(frozen=True)
-class MultiBoxAugmentConfig:
-    crop: bool = True
-    flip: bool = True
-    photometric: bool = True
-
-
-@dataclass(frozen=True)
-class MultiBoxValidation:
-    top_n: int = 200
-    nms_iou: float = 0.7
-
-
-@dataclass(frozen=True)
-class MultiBoxTrainConfig:
-    task: Literal["multibox"] = "multibox"
-    data: MultiBoxDataConfig = field(default_factory=MultiBoxDataConfig)
-    model: MultiBoxModelConfig = field(default_factory=MultiBoxModelConfig)
-    loss: MultiBoxLossConfig = field(default_factory=MultiBoxLossConfig)
-    solver: Solver = field(default_factory=Solver)
-    augment: MultiBoxAugmentConfig = field(default_factory=MultiBoxAugmentConfig)
-    validation: MultiBoxValidation = field(default_factory=MultiBoxValidation)
-    seed: int = 0
-    output: str = "runs/multibox"
-    loader_workers: int = 2
 
 
 def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: torch.device,
                  amp: torch.dtype | None, resumed: dict | None) -> TrainingRun:
     """MultiBox network (priors clustered, or from the resumed checkpoint), batches, step."""
     data = config.data
-    dataset = load_dataset(data.gt, images=data.images, classes=data.classes, split=data.train_split)
+    if not data.gt:
+        raise DetectionError("the config has no data.gt: name the dataset to train on")
+    dataset = decodable_images(load_dataset(data.gt, images=data.images, classes=data.classes,
+                                            split=data.train_split), "training")
     records = list(dataset.images)
+    val = validation_set(config)
     if resumed is not None:
         priors = torch.as_tensor(resumed["priors"])
     else:
@@ -102,7 +60,6 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
                               photometric=config.augment.photometric, rank=rank, world=world)
     step = functools.partial(multibox_step, priors=model.priors, device=device, amp_dtype=amp,
                              alpha=config.loss.alpha, matching=config.loss.matching)
-    val = validation_set(config)
     return TrainingRun(model, batches, collate_multibox, step,
                        lambda model, state: write_checkpoint(Path(config.output), save_multibox,
                                                              model=model, **state),
@@ -110,6 +67,24 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
                        shown=("loss", "matched_iou"),
                        columns=("loss", "loss_loc", "loss_conf", "matched_iou", "lr",
                                 "val_recall50", "val_recall70", "val_AR"))
+
+
+def decodable_images(dataset: Dataset, what: str) -> Dataset:
+    """``dataset`` without the images that cannot be decoded (printed); none left: an error."""
+    reasons = {}
+    for record in dataset.images:
+        try:
+            read_image(record.file_name)
+        except DetectionError as e:
+            reasons[record.image_id] = str(e)
+    if not reasons:
+        return dataset
+    if len(reasons) == len(dataset.images):
+        raise DetectionError(f"{dataset.source}: none of the {what} images can be decoded "
+                             f"({next(iter(reasons.values()))})")
+    print(f"skipping {len(reasons)} of {len(dataset.images)} {what} images that cannot be "
+          f"decoded (e.g. {next(iter(reasons.values()))})")
+    return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in reasons))
 
 
 def make_priors(records: list, config: MultiBoxTrainConfig) -> np.ndarray:
@@ -125,6 +100,7 @@ def make_priors(records: list, config: MultiBoxTrainConfig) -> np.ndarray:
 
 def multibox_step(model: torch.nn.Module, batch, *, priors: torch.Tensor, device: torch.device,
                   amp_dtype: torch.dtype | None, alpha: float, matching: str):
+    """The MultiBox training step: forward (bf16 autocast where given), `multibox_loss`."""
     inputs, boxes = batch
     with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
                         enabled=amp_dtype is not None):
@@ -133,13 +109,16 @@ def multibox_step(model: torch.nn.Module, batch, *, priors: torch.Tensor, device
 
 
 def validation_set(config: MultiBoxTrainConfig) -> Dataset | None:
+    """The validation split (decodable images only), read before training starts."""
     if not config.solver.eval_every or not config.data.val_split:
         return None
-    return load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
-                        split=config.data.val_split)
+    return decodable_images(load_dataset(config.data.gt, images=config.data.images,
+                                         classes=config.data.classes,
+                                         split=config.data.val_split), "validation")
 
 
-def validate(config: MultiBoxTrainConfig, model: MultiBox, val: Dataset | None, epoch: int) -> dict:
+def validate(config: MultiBoxTrainConfig, model: MultiBox, val: Dataset | None,
+             epoch: int) -> dict:
     """Recall at IoU 0.5 / 0.7 and average recall of the top-N boxes on the validation split."""
     if val is None or (epoch % config.solver.eval_every and epoch != config.solver.epochs):
         return {}

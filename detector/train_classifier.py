@@ -1,0 +1,127 @@
+"""The classifier task of `detector.trainer.train`: its dataset, cache, network and validation.
+
+Images whose proposals the cache records as failed (a damaged photo the propose command could
+not decode) are left out of training and validation, with their count and the cache's
+``failed/`` folder printed at the start; an image neither cached nor failed stops the run before
+any work, with the command that fills the cache.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from detector.checkpoint import ModelSpec, save_checkpoint
+from detector.classifier import build_classifier
+from detector.datasets import Dataset, load_dataset
+from detector.errors import DetectionError
+from detector.evaluation import evaluate_model
+from detector.run_files import write_checkpoint
+from detector.train_config import TrainConfig
+from detector.training import RegionBatches, TrainingRun, collate, region_step
+from proposals.cache import ProposalCache
+from proposals.combined import check_cache_matches, proposal_record
+
+
+def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.device,
+                   amp: torch.dtype | None) -> TrainingRun:
+    """The region classifier's model, batches, step, checkpoint and validation."""
+    data = config.data
+    if not data.gt:
+        raise DetectionError("the config has no data.gt: name the dataset to train on")
+    dataset = load_dataset(data.gt, images=data.images, classes=data.classes,
+                           split=data.train_split)
+    cache = open_cache(data.proposals)
+    if config.proposals is not None:
+        check_cache_matches(cache, config.proposals, data.proposals)
+    dataset = usable_images(dataset, cache, data.proposals, "training")
+    val = validation_set(config, cache)
+    spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
+                     config.model.box_regression)
+    model = build_model(config, spec, device)
+    batches = RegionBatches(list(dataset.images), cache, seed=config.seed,
+                            images_per_batch=config.solver.images_per_batch,
+                            regions_per_batch=config.solver.regions_per_batch,
+                            fg_fraction=config.solver.fg_fraction, flip=config.augment.flip,
+                            photometric=config.augment.photometric, rank=rank, world=world)
+    step = functools.partial(region_step, device=device, input_size=spec.input_size,
+                             context_pad=spec.context_pad, amp_dtype=amp)
+
+    def save(model: torch.nn.Module, state: dict) -> None:
+        write_checkpoint(Path(config.output), save_checkpoint, classes=list(dataset.classes),
+                         spec=spec, state_dict=model.state_dict(),
+                         proposals=proposal_record(cache), **state)
+
+    return TrainingRun(model, batches, collate, step, save,
+                       lambda model, epoch: validate(config, model, spec, device, epoch, val,
+                                                     cache),
+                       shown=("loss", "accuracy"),
+                       columns=("loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP"))
+
+
+def open_cache(root: str) -> ProposalCache:
+    """The proposal cache ``data.proposals`` names."""
+    if not root:
+        raise DetectionError("the config has no data.proposals: compute proposals with the "
+                             "propose command and name its --out folder there")
+    return ProposalCache.open(root)
+
+
+def failed_ids(cache: ProposalCache, ids: list) -> set:
+    """The ids among ``ids`` that ``cache`` records as failed (no boxes, a reason in failed/)."""
+    if hasattr(cache, "failed_ids"):
+        recorded = {str(i) for i in cache.failed_ids()}
+        return {i for i in ids if str(i) in recorded and i not in cache}
+    return {i for i in ids if i not in cache and cache.failure(i) is not None}
+
+
+def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str) -> Dataset:
+    """``dataset`` without the images whose proposals failed (printed); any other image
+    without proposals is an error naming the command that computes them."""
+    ids = [r.image_id for r in dataset.images]
+    failed = failed_ids(cache, ids)
+    missing = [i for i in ids if i not in failed and i not in cache]
+    if missing:
+        raise DetectionError(f"{root}: no proposals for {len(missing)} {what} images of "
+                             f"{dataset.source} (e.g. {missing[0]!r}); run the propose command: "
+                             f"propose --gt {dataset.source} --out {root}")
+    if not failed:
+        return dataset
+    if len(failed) == len(ids):
+        raise DetectionError(f"{root}: the proposals of every {what} image failed (reasons in "
+                             f"{cache.root / 'failed'}); fix or replace the images and run the "
+                             "propose command again")
+    print(f"skipping {len(failed)} of {len(ids)} {what} images whose proposals failed (damaged "
+          f"files; reasons in {cache.root / 'failed'})")
+    return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in failed))
+
+
+def build_model(config: TrainConfig, spec: ModelSpec, device: torch.device):
+    """The classifier network (same init for every seed)."""
+    torch.manual_seed(config.model.init_seed)
+    model = build_classifier(spec.num_classes, weights=config.model.weights,
+                             box_regression=spec.box_regression,
+                             input_size=spec.input_size).to(device)
+    torch.manual_seed(config.seed)  # dropout etc. follow the member's own seed
+    return model
+
+
+def validation_set(config: TrainConfig, cache: ProposalCache) -> Dataset | None:
+    """The validation split, read once and checked against the cache before training starts."""
+    if not config.solver.eval_every or not config.data.val_split:
+        return None
+    val = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
+                       split=config.data.val_split)
+    return usable_images(val, cache, config.data.proposals, "validation")
+
+
+def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, epoch: int,
+             val: Dataset | None, cache: ProposalCache) -> dict:
+    """VOC all-point mAP@0.5 on the validation split, every ``solver.eval_every`` epochs and
+    after the last one."""
+    every = config.solver.eval_every
+    if val is None or (epoch % every and epoch != config.solver.epochs):
+        return {}
+    return {"val_mAP": evaluate_model([model], val, cache, spec, device, protocol="voc").mAP}

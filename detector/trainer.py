@@ -1,0 +1,147 @@
+"""Training orchestration for both tasks: the loop, its solver, resumption, logs, checkpoints.
+
+    from detector.train_config import load_train_config
+    from detector.trainer import train
+    train(load_train_config("configs/raccoon_cpu.yaml", ["solver.epochs=1"]))
+
+SGD with a step schedule, bf16 autocast on CUDA, DDP under torchrun, per-epoch checkpoints with
+everything needed to resume exactly (``epoch_NNN.pt``, ``last.pt``), the resolved config
+(``config.yaml``), ``metrics.csv`` and, where tensorboard is installed, its event files, all
+under the config's ``output`` folder. A resumed run may change only ``RESUMABLE`` keys, e.g.
+more epochs to extend a finished run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from detector.checkpoint import load_checkpoint
+from detector.cli.common import check_output_dir, pick_device
+from detector.config import to_dict
+from detector.errors import DetectionError
+from detector.fileio import write_atomic
+from detector.run_files import MetricsLog
+from detector.train_classifier import classifier_run
+from detector.train_config import (AnyTrainConfig, Solver, check_resumable, config_from_dict,
+                                   config_yaml)
+from detector.training import capture_rng, restore_rng, train_one_epoch
+
+
+def train(config: AnyTrainConfig, *, device: str = "auto",
+          resume: str | os.PathLike | None = None) -> Path:
+    """Train ``config``'s network (``task``: classifier or multibox); returns ``last.pt``.
+
+    ``device``: auto, cpu, cuda, cuda:N (under torchrun, ``cuda`` is the rank's GPU).
+    ``resume``: a checkpoint of this run; ``config`` must equal its stored config except for
+    `RESUMABLE` keys. A run already at ``solver.epochs`` prints so and returns without work.
+    Everything a user can get wrong is checked before the first step.
+    """
+    payload, start = None, 0
+    if resume is not None:
+        payload = load_checkpoint(resume, kind=None)  # either task
+        start = resume_start(payload, config, str(resume))
+        if start >= config.solver.epochs:
+            print(f"{resume}: the run already finished its {start} epochs; to extend it, resume "
+                  f"with --set solver.epochs=N (N > {start})")
+            return Path(config.output) / "last.pt"
+    rank, world, dev = setup_distributed(device)
+    out = check_output_dir(config.output, "output")
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    if config.task == "multibox":
+        from detector.train_multibox import multibox_run
+        run = multibox_run(config, rank, world, dev, amp, payload)
+    else:
+        run = classifier_run(config, rank, world, dev, amp)
+    optimizer, schedule = build_solver(run.model, config.solver)
+    if payload is not None:
+        restore(payload, run.model, optimizer, schedule, str(resume))
+    net = run.model if world == 1 else torch.nn.parallel.DistributedDataParallel(run.model)
+    if rank == 0:
+        write_atomic(out / "config.yaml", config_yaml(config))
+    log = MetricsLog(out, run.columns, enabled=rank == 0, fresh=start == 0)
+    try:
+        for epoch in range(start, config.solver.epochs):
+            metrics = run_epoch(run, net, optimizer, config, epoch, rank)
+            schedule.step()
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            if rank == 0:
+                run.save(run.model, dict(config=to_dict(config), epoch=epoch + 1,
+                                         optimizer=optimizer.state_dict(),
+                                         scheduler=schedule.state_dict(), rng=capture_rng()))
+                metrics.update(run.validate(run.model, epoch + 1))
+                log.write(epoch + 1, metrics)
+                print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}"
+                                                         for k, v in metrics.items()))
+            if world > 1:
+                torch.distributed.barrier()
+    finally:
+        log.close()
+    return out / "last.pt"
+
+
+def run_epoch(run, net, optimizer, config: AnyTrainConfig, epoch: int, rank: int) -> dict:
+    """One epoch of ``run``'s batches; the epoch's mean loss parts."""
+    run.batches.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(run.batches, batch_size=1, shuffle=False,
+                                         num_workers=config.loader_workers,
+                                         collate_fn=run.collate)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.solver.epochs}", disable=rank != 0)
+    return train_one_epoch(net, bar, optimizer, run.step, on_step=lambda _, parts: (
+        bar.set_postfix({k: f"{parts[k]:.3f}" for k in run.shown})))
+
+
+def resume_config(path: str | os.PathLike, overrides: list[str] = ()) -> AnyTrainConfig:
+    """The config stored in checkpoint ``path`` with ``overrides`` (``key=value``) applied;
+    only `detector.train_config.RESUMABLE` keys may change."""
+    from detector.train_config import resumed_config
+
+    payload = load_checkpoint(path, kind=None)
+    if "config" not in payload or "epoch" not in payload:
+        raise DetectionError(f"{path}: not a training checkpoint (no config/epoch); resume "
+                             "from an epoch_NNN.pt or last.pt of a training run")
+    return resumed_config(payload["config"], list(overrides), str(path))
+
+
+def resume_start(payload: dict, config: AnyTrainConfig, where: str) -> int:
+    """The epoch a resumed run continues after, once ``config`` is checked against the one
+    stored in the checkpoint ``payload``."""
+    if "config" not in payload or "epoch" not in payload:
+        raise DetectionError(f"{where}: not a training checkpoint (no config/epoch); resume "
+                             "from an epoch_NNN.pt or last.pt of a training run")
+    check_resumable(config_from_dict(payload["config"], where), config, where)
+    return int(payload["epoch"])
+
+
+def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun, joins the process group (NCCL on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    device = pick_device(device_arg, int(os.environ.get("LOCAL_RANK", 0)))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def build_solver(model: torch.nn.Module, s: Solver):
+    """SGD with momentum and a multi-step schedule (lr times gamma at each of ``s.steps``)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
+                                weight_decay=s.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(s.steps),
+                                                    gamma=s.gamma)
+    return optimizer, schedule
+
+
+def restore(payload: dict, model, optimizer, schedule, path: str) -> None:
+    """Weights, optimizer, schedule and RNG states of a resumed checkpoint."""
+    try:
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        schedule.load_state_dict(payload["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise DetectionError(f"{path}: cannot resume from it ({e}); is it a training checkpoint "
+                             "of this config?") from None
+    restore_rng(payload["rng"])
+    print(f"resuming after epoch {payload['epoch']} from {path}")
