@@ -1,4 +1,4 @@
-"""tools/propose.py: cache contents, resumption after kill -9, failures, sharding, recall."""
+"""The propose command (detector.cli.propose, tools/propose.py): cache contents, resumption after kill -9, failures, sharding, recall."""
 import os
 import signal
 import subprocess
@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from proposals.cache import ProposalCache
-from tools.propose import main
+from detector.cli.propose import main
 
 REPO = Path(__file__).resolve().parents[2]
 
