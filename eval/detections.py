@@ -86,7 +86,9 @@ def _read_json_file(path: str | os.PathLike, where: str) -> object:
     except RecursionError:
         raise DetectionError(f"{where}: JSON nested too deeply; {fix}") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise DetectionError(f"{where}: unreadable JSON ({e}); {fix}") from None
+        why = ("it holds an integer of more than 4300 digits"
+               if "integer string conversion" in str(e) else str(e)[:100])
+        raise DetectionError(f"{where}: unreadable JSON ({why}); {fix}") from None
 
 
 def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
@@ -101,7 +103,7 @@ def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
         # True == 1 in Python: a boolean must not pass for image 1.
         found = index.get(image_id) if type(image_id) in (int, str) else None
         if found is None:
-            raise DetectionError(f"{where}: entry {i} names image_id {image_id!r}, which is not "
+            raise DetectionError(f"{where}: entry {i} names image_id {_short(image_id)}, which is not "
                                  "in the ground truth; evaluate against the matching dataset")
         out[i] = found
     return out
@@ -115,11 +117,11 @@ def _map_categories(results: list, category_ids: Sequence[int], class_names: Seq
     for i, entry in enumerate(results):
         if "category_id" in entry:
             label = by_id.get(entry["category_id"]) if _is_int(entry["category_id"]) else None
-            what = f"category_id {entry['category_id']!r}"
+            what = f"category_id {_short(entry['category_id'])}"
         elif "category_name" in entry:
             name = entry["category_name"]
             label = by_name.get(name) if isinstance(name, str) else None
-            what = f"category_name {name!r}"
+            what = f"category_name {_short(name)}"
         else:
             raise DetectionError(f"{where}: entry {i} has neither category_id nor category_name")
         if label is None:

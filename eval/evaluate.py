@@ -45,18 +45,28 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
     (no object that counts) is an error, not a -1 or NaN mAP.
     """
     protocol = check_options(gt, protocol, classes=classes, blacklist=blacklist)
+    selection = [f"--{k}" for k, v in (("split", split), ("classes", classes),
+                                      ("blacklist", blacklist)) if v is not None]
     if is_coco_json(gt):
-        result = _evaluate_coco_file(gt, detections, protocol, classes, split)
+        result = _evaluate_coco_file(gt, detections, protocol, classes, split, selection)
     else:
         dataset = load_dataset(gt, images=images, classes=classes, blacklist=blacklist,
                                split=split)
+        if not any(len(record.labels) for record in dataset.images):
+            _nothing_to_evaluate(gt, selection)
         result = evaluate_results(dataset, detections, protocol)
     if all(ap is None for ap in result.per_class.values()):
-        selected = " among the selected images and classes" if split or classes else ""
-        raise DetectionError(f"{gt}: no ground-truth object that counts{selected} (crowd and "
-                             "difficult ones do not), so there is nothing to evaluate; check "
-                             "the ground-truth file" + (" and the selection" if selected else ""))
+        _nothing_to_evaluate(gt, selection)
     return result
+
+
+def _nothing_to_evaluate(gt: PathLike, selection: list[str]) -> None:
+    """Raise the error for ground truth without an object that counts (rather than COCO's -1
+    or a NaN mAP)."""
+    after = f" after {' '.join(selection)}" if selection else ""
+    raise DetectionError(f"{gt}: no ground-truth object that counts{after} (crowd and difficult "
+                         "ones do not), so there is nothing to evaluate; check the ground truth"
+                         + (" and those options" if selection else ""))
 
 
 def guess_protocol(gt: PathLike, classes: PathLike | None = None) -> str:
@@ -93,10 +103,13 @@ def is_coco_json(gt: PathLike) -> bool:
 
 
 def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str,
-                        classes: PathLike | None, split: PathLike | None) -> EvalResult:
+                        classes: PathLike | None, split: PathLike | None,
+                        selection: list[str]) -> EvalResult:
     """COCO JSON ground truth, read as pycocotools reads it, with ``split`` / ``classes`` as
     ``params.imgIds`` / ``params.catIds``; "coco" keeps pycocotools' exact arrays."""
     instances = load_coco_instances(gt)
+    if len(instances.ann_ids) == 0:
+        _nothing_to_evaluate(gt, [])
     dets = load_results(detections, instances.image_ids, instances.category_ids,
                         instances.category_names)
     image_keep = (coco_split_mask(instances, split) if split is not None
@@ -106,6 +119,8 @@ def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str
     if split is not None or classes is not None:
         instances = subset_coco_instances(instances, image_keep, category_keep)
         dets = restrict_detections(dets, image_keep, category_keep)
+        if len(instances.ann_ids) == 0:
+            _nothing_to_evaluate(gt, selection)
     if protocol == "coco":
         return _coco_instances_result(instances, dets)
     return evaluate(coco_dataset(instances), dets, protocol)

@@ -48,10 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from eval import evaluate_files, format_table
     from eval.evaluate import is_coco_json
 
-    check_outputs(args)
     if args.images is not None and is_coco_json(args.gt):
         raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
                              f"({args.gt}) reads no image; drop --images")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise DetectionError(f"--images {args.images}: no such folder; pass the folder of the "
+                             "XMLs' images, or drop --images")
+    check_outputs(args)
     result = evaluate_files(args.gt, args.detections, protocol=args.protocol,
                             images=args.images, classes=args.classes, blacklist=args.blacklist,
                             split=args.split)

@@ -44,13 +44,13 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
                              "of VOC/ILSVRC XMLs")
     is_map = classes is not None and _is_class_map(classes)
     if path.is_file() and path.suffix.lower() == ".json":
-        _reject_options("COCO JSON", classes=classes, blacklist=blacklist)
+        _reject_options(gt, "COCO JSON", classes=classes, blacklist=blacklist)
         dataset = load_coco(path, images)
         return dataset if split is None else _coco_subset(dataset, split)
     if path.is_file():
         raise DetectionError(f"{gt}: not a .json file; pass COCO JSON or a folder of XMLs")
     if (path / "Annotations").is_dir() and not is_map:
-        _reject_options("a PASCAL VOC root", blacklist=blacklist)
+        _reject_options(gt, "a PASCAL VOC root", blacklist=blacklist)
         return load_voc(path, split, classes, images)
     ann_dir = path / "Annotations" if (path / "Annotations").is_dir() else path
     if is_map or _has_synset_names(ann_dir):
@@ -58,11 +58,11 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
             raise DetectionError(f"{gt}: the object names are WordNet synsets (ILSVRC); pass the "
                                  "class map (the devkit's map_det.txt) as classes")
         return load_ilsvrc(ann_dir, classes, images, split, blacklist)
-    _reject_options("a folder of VOC XMLs", blacklist=blacklist)
+    _reject_options(gt, "a folder of VOC XMLs", blacklist=blacklist)
     return load_voc_folder(path, images, classes, split_file=split)
 
 
-def _reject_options(kind: str, **options: object) -> None:
+def _reject_options(gt: PathLike, kind: str, **options: object) -> None:
     given = [name for name, value in options.items() if value is not None]
     if given:
-        raise DetectionError(f"{kind} takes no {' / '.join(given)} option; drop it")
+        raise DetectionError(f"{gt}: {kind} takes no {' / '.join(given)} option; drop it")

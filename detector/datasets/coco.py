@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.datasets.common import (Dataset, PathLike, _is_int, _is_number, _read_split,
-                                      _record, _strip_ext, _Tally, read_class_list)
+                                      _record, _shown, _strip_ext, _Tally, read_class_list)
 from detector.errors import DetectionError
 
 
@@ -54,7 +54,7 @@ def _coco_index(entries: object, key: str, fields: tuple[str, ...], source: str)
             raise DetectionError(f"{where} must be an object with {', '.join(fields)}; "
                                  f"got {str(entry)[:80]}")
         if not _is_int(entry["id"]) or entry["id"] in by_id:
-            raise DetectionError(f"{where}: id {entry['id']!r} is not a unique integer; "
+            raise DetectionError(f"{where}: id {_shown(entry['id'])} is not a unique integer; "
                                  f"give every entry of '{key}' its own integer id")
         by_id[entry["id"]] = entry
     return by_id
@@ -74,7 +74,7 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
     bbox = ann["bbox"]
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
         raise DetectionError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], "
-                             f"got {bbox!r}; fix the annotation")
+                             f"got {_shown(bbox)}; fix the annotation")
     if bbox[2] < 0 or bbox[3] < 0:
         raise DetectionError(f"{where}: bbox {bbox} has a negative width or height; COCO boxes "
                              "are [x, y, width, height], not corner pairs")
@@ -87,12 +87,12 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
                              "category or fix the annotation")
     area = ann.get("area", bbox[2] * bbox[3])
     if not _is_number(area) or area < 0:
-        raise DetectionError(f"{where}: area {area!r} is not a finite number >= 0; fix or "
+        raise DetectionError(f"{where}: area {_shown(area)} is not a finite number >= 0; fix or "
                              "remove it")
     crowd = ann.get("iscrowd", 0)
     # pycocotools takes any truthy value as crowd; "no" would silently become a crowd box.
     if type(crowd) not in (int, bool) or crowd not in (0, 1):
-        raise DetectionError(f"{where}: iscrowd {crowd!r} is not 0, 1, true or false; fix it")
+        raise DetectionError(f"{where}: iscrowd {_shown(crowd)} is not 0, 1, true or false; fix it")
     xywh = [float(v) for v in bbox]
     crowd = bool(crowd)
     return ann["id"], image_pos[image], cat_label[label], xywh, float(area), crowd
@@ -124,8 +124,11 @@ def parse_coco_instances(obj: dict, source: str = "<dict>") -> CocoInstances:
     image_ids, cat_ids = sorted(images), sorted(cats)
     _check_category_names(cats, source)
     for i in image_ids:
-        if not (_is_number(images[i]["width"]) and _is_number(images[i]["height"])):
-            raise DetectionError(f"{source}: image id {i}: width and height must be numbers")
+        size = images[i]["width"], images[i]["height"]
+        if not all(_is_number(v) and 0 < v < 2**31 for v in size):
+            raise DetectionError(f"{source}: image id {i}: width and height must be positive "
+                                 f"numbers of pixels, got {_shown(size[0])} x {_shown(size[1])}; fix the image "
+                                 "entry")
     if not isinstance(obj["annotations"], list):
         raise DetectionError(f"{source}: 'annotations' must be a list")
     image_pos = {image_id: k for k, image_id in enumerate(image_ids)}
@@ -163,14 +166,25 @@ def load_coco_instances(path_or_dict: PathLike | dict) -> CocoInstances:
                              f"{e.msg}; fix or re-download the file") from None
     except IsADirectoryError:
         raise DetectionError(f"{path}: is a folder; pass the COCO instances .json file") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise DetectionError(f"{path}: not UTF-8 text (byte {e.start}); COCO JSON is UTF-8, fix "
+                             "or re-download the file") from None
+    except OSError as e:
         raise DetectionError(f"{path}: cannot read the COCO file ({e}); check the path") from None
     except RecursionError:
         raise DetectionError(f"{path}: JSON nested too deeply to be COCO instances; fix or "
                              "re-download the file") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise DetectionError(f"{path}: unreadable JSON ({e}); fix or re-download the file") from None
+        raise DetectionError(f"{path}: unreadable JSON ({_json_value_error(e)}); fix or "
+                             "re-download the file") from None
     return parse_coco_instances(obj, str(path))
+
+
+def _json_value_error(e: ValueError) -> str:
+    """What a ValueError of `json.load` means, in a user's words."""
+    if "integer string conversion" in str(e):
+        return "it holds an integer of more than 4300 digits"
+    return str(e)[:100]
 
 
 def load_coco(annotations: PathLike | dict, image_root: PathLike | None = None) -> Dataset:

@@ -58,7 +58,19 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (not a boolean, not an integer too large for a float64)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error lines about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _plural(n: int, noun: str) -> str:
@@ -123,7 +135,18 @@ def _content_lines(path: PathLike) -> list[tuple[int, str]]:
 def _is_map_line(text: str) -> bool:
     """True for ``synset index [name]`` lines, the form of ILSVRC's ``map_det.txt``."""
     tokens = text.split()
-    return len(tokens) >= 2 and tokens[1].isdigit()
+    return len(tokens) >= 2 and _is_digits(tokens[1])
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII decimal digits only ('²'.isdigit() is True, but int('²') fails)."""
+    return text.isascii() and text.isdigit()
+
+
+def _parse_index(text: str) -> int | None:
+    """A decimal index of at most 18 ASCII digits as an int, else None (an int() of thousands
+    of digits raises; no dataset has 10^18 images or classes)."""
+    return int(text) if _is_digits(text) and len(text) <= 18 else None
 
 
 def _parse_class_map(path: PathLike, lines: list[tuple[int, str]]) -> list[tuple[str, str]]:
@@ -134,9 +157,13 @@ def _parse_class_map(path: PathLike, lines: list[tuple[int, str]]) -> list[tuple
             raise DetectionError(f"{path} line {lineno}: expected 'synset index name' as in "
                                  f"ILSVRC's map_det.txt, got {text!r}")
         synset, index, *words = text.split()
-        if int(index) in by_index:
+        number = _parse_index(index)
+        if number is None or number > 100_000:
+            raise DetectionError(f"{path} line {lineno}: class index {index[:20]} is out of range; "
+                                 "indices run 1..K")
+        if number in by_index:
             raise DetectionError(f"{path} line {lineno}: class index {index} is used twice")
-        by_index[int(index)] = (synset, " ".join(words) or synset)
+        by_index[number] = (synset, " ".join(words) or synset)
     missing = sorted(set(range(1, len(by_index) + 1)) - set(by_index))
     if not by_index or missing:
         problem = f"index {missing[0]} is missing" if missing else "no classes"
@@ -183,10 +210,16 @@ def _read_split(path: PathLike) -> list[tuple[str, int]]:
                 if "filename" not in (reader.fieldnames or []):
                     raise DetectionError(f"{path}: no 'filename' column (header: "
                                          f"{reader.fieldnames}); a CSV split needs one")
-                ids = dict.fromkeys(_strip_ext(row["filename"]) for row in reader)
-        except (OSError, UnicodeDecodeError) as e:
+                ids = dict.fromkeys(_strip_ext(row["filename"] or "") for row in reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DetectionError(f"{path}: cannot read the split file ({e})") from e
         return [(image_id, k) for k, image_id in enumerate(ids, 1)]
-    rows = [text.split() for _, text in _content_lines(path)]
-    return [(_strip_ext(t[0]), int(t[1]) if len(t) > 1 and t[1].isdigit() else k)
-            for k, t in enumerate(rows, 1)]
+    out = []
+    for k, (lineno, text) in enumerate(_content_lines(path), 1):
+        tokens = text.split()
+        index = _parse_index(tokens[1]) if len(tokens) > 1 and _is_digits(tokens[1]) else k
+        if index is None:
+            raise DetectionError(f"{path} line {lineno}: image index {tokens[1][:20]}... is out "
+                                 "of range; fix the split file")
+        out.append((_strip_ext(tokens[0]), index))
+    return out

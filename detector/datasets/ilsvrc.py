@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from detector.datasets.common import (Dataset, PathLike, _content_lines, _is_map_line,
-                                      _parse_class_map)
+from detector.datasets.common import (Dataset, PathLike, _content_lines, _is_digits,
+                                      _is_map_line, _parse_class_map, _parse_index,
+                                      _shown)
 from detector.datasets.voc import _read_xml, _select_xmls, _xml_records
 from detector.errors import DetectionError
 
@@ -45,10 +46,10 @@ def _read_blacklist(path: PathLike, indices: list[int], lookup: dict[str, int]
     for lineno, text in _content_lines(path):
         tokens = text.split()
         cls = tokens[1] if len(tokens) == 2 else ""
-        label = int(cls) if cls.isdigit() else lookup.get(cls, 0)
-        image = int(tokens[0]) if tokens[0].isdigit() else 0
-        if image not in position or not 1 <= label <= len(lookup):
-            raise DetectionError(f"{path} line {lineno}: {text!r} names no image index of the "
+        label = _parse_index(cls) if _is_digits(cls) else lookup.get(cls, 0)
+        image = _parse_index(tokens[0])
+        if image not in position or label is None or not 1 <= label <= len(lookup):
+            raise DetectionError(f"{path} line {lineno}: {_shown(text)} names no image index of the "
                                  f"split and class of the class map ({len(indices)} images, "
                                  f"{len(lookup)} classes); use the blacklist of this split")
         pairs.add((position[image], label))
@@ -66,8 +67,12 @@ def _is_class_map(path: PathLike) -> bool:
 
 def _has_synset_names(ann_dir: Path) -> bool:
     """True when the first object name among the first XMLs is a WordNet synset."""
-    for path in sorted(ann_dir.glob("*.xml"))[:20]:
-        match = re.search(r"<name>\s*([^<\s]+)\s*</name>", path.read_text(errors="replace"))
+    for path in sorted(p for p in ann_dir.glob("*.xml") if p.is_file())[:20]:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue  # reported by the reader, with the file named
+        match = re.search(r"<name>\s*([^<\s]+)\s*</name>", text)
         if match:
             return _SYNSET.fullmatch(match.group(1)) is not None
     return False

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
-                                      _read_split, _record, _strip_ext, _Tally)
+                                      _read_split, _record, _shown, _strip_ext, _Tally)
 from detector.errors import DetectionError
 
 # Tried in this order when an XML's <filename> is not in the image folder (ILSVRC XMLs name the
@@ -41,7 +41,7 @@ def _xml_number(node: ET.Element, tag: str, where: str) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        shown = "missing" if text is None else f"{text.strip()!r}, not a number"
+        shown = "missing" if text is None else f"{_shown(text.strip())}, not a number"
         raise DetectionError(f"{where}: <{tag}> is {shown}; fix the annotation")
     return value
 
@@ -83,10 +83,13 @@ def _xml_size(root: ET.Element, tag: str, path: Path) -> int:
     """<size> width or height in pixels; 0 when absent (the image header is read instead)."""
     text = (root.findtext(tag) or "").strip()
     try:
-        return int(float(text)) if text else 0
+        value = float(text) if text else 0.0
     except ValueError:
-        raise DetectionError(f"{path}: <{tag}> is {text!r}, not a number; fix it, or delete "
-                             "<size> to take the size from the image") from None
+        value = math.nan
+    if not 0 <= value < 2**31:  # also NaN; 0 is how some tools write "unknown"
+        raise DetectionError(f"{path}: <{tag}> is {_shown(text)}, not a number of pixels; fix it, "
+                             "or delete <size> to take the size from the image")
+    return int(value)
 
 
 def _find_image(ann: _XmlAnnotation, image_dir: Path, required: bool) -> Path:
@@ -165,6 +168,10 @@ def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path]
     if not ann_dir.is_dir():
         raise DetectionError(f"{ann_dir}: not a folder; pass the folder of annotation XMLs")
     if split_file is None:
+        folders = [p for p in ann_dir.glob("*.xml") if p.is_dir()]
+        if folders:
+            raise DetectionError(f"{folders[0]}: is a folder, not an XML file; move it out of "
+                                 f"{ann_dir}")
         ids = sorted(p.stem for p in ann_dir.glob("*.xml"))
         index = {image_id: k for k, image_id in enumerate(ids, 1)}
     else:
@@ -178,8 +185,10 @@ def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path]
     paths = [ann_dir / f"{image_id}.xml" for image_id in ids]
     missing = [p for p in paths if not p.is_file()]
     if missing:
+        what = "a folder, not an XML file" if missing[0].is_dir() else "missing"
         raise DetectionError(f"{split_file}: {_plural(len(missing), 'image')} without an XML in "
-                             f"{ann_dir}, e.g. {missing[0].stem!r}; fix the split or add them")
+                             f"{ann_dir}, e.g. {missing[0].stem!r} ({missing[0].name} is {what}); "
+                             "fix the split or add them")
     return paths, [index[i] for i in ids]
 
 

@@ -150,7 +150,7 @@ def test_nothing_to_evaluate_in_a_selection(tmp_path):
     gt, results = random_case(0)
     empty = next(i["id"] for i in gt["images"]
                  if not any(a["image_id"] == i["id"] for a in gt["annotations"]))
-    with pytest.raises(DetectionError, match="among the selected images and classes"):
+    with pytest.raises(DetectionError, match="after --split"):
         evaluate_files(write(tmp_path / "gt.json", gt), write(tmp_path / "dt.json", results),
                        split=write(tmp_path / "split.txt", f"{empty}\n"))
 
