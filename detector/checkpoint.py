@@ -1,27 +1,47 @@
-"""Checkpoints: a trained region classifier with everything needed to use or resume it.
+"""Checkpoints: a trained network with everything needed to use or resume it, and nothing that
+runs code when read.
 
 One file per epoch, written atomically (temporary name, then rename)::
 
-    {"format": 1, "classes": [K names], "model": ModelSpec as a dict, "state_dict": ...,
-     "proposals": {"method": ..., "params": {...}}, "config": the training config as a dict,
-     "epoch": completed epochs, "optimizer": ..., "scheduler": ..., "rng": ...}
+    {"format": 2, "classes": [K names], "model": ModelSpec as a dict, "state_dict": ...,
+     "proposals": {"method": ..., "params": {...}, "multibox": the MultiBox network, if any},
+     "config": the training config as a dict, "epoch": completed epochs,
+     "optimizer": ..., "scheduler": ..., "rng": ...}
 
-Detection needs only ``classes``, ``model``, ``state_dict`` and ``proposals``; training adds the
-rest so that ``--resume`` continues exactly where it stopped.
+Detection needs only ``classes``, ``model``, ``state_dict`` and ``proposals`` (which carries the
+MultiBox network the proposals need: copying the one file is enough); training adds the rest
+so that ``--resume`` continues exactly where it stopped. MultiBox checkpoints have
+``"kind": "multibox"`` and ``priors``.
+
+Files from outside are hostile: every read is ``torch.load(weights_only=True)``, which builds
+tensors and plain containers only and refuses any other object without running it. What
+``weights_only`` would refuse (a ``collections.Counter`` on older torch versions, numpy arrays
+and scalars) is stored in plain form and restored on load (`to_plain` / `from_plain`), so a
+resumed run is bitwise the uninterrupted one.
 """
 from __future__ import annotations
 
 import io
 import os
+import pickle
+import zipfile
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from detector.errors import DetectionError
 from detector.fileio import write_atomic
 
-FORMAT_VERSION = 1
+# 2: proposal records carry their MultiBox network (1 stored the MultiBox checkpoint's path).
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+
+# Marks a value stored in plain form (`to_plain`); the key cannot come from a config or a
+# state dict of ours, whose keys are identifiers.
+_TYPE_KEY = "__checkpoint_type__"
 
 
 @dataclass(frozen=True)
@@ -44,48 +64,115 @@ def save_checkpoint(path: str | os.PathLike, *, classes: list[str], spec: ModelS
 
 
 def write_payload(path: str | os.PathLike, payload: dict) -> None:
-    """torch.save ``payload`` (with this format's version) to ``path`` atomically."""
+    """torch.save ``payload`` (plain types only, with this format's version) to ``path``
+    atomically. A value that ``weights_only`` loading could not read back is a ValueError here,
+    before anything is written."""
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    torch.save(to_plain({"format": FORMAT_VERSION, **payload}), buffer)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
 
 
-# What each kind of checkpoint must hold, and the tool that uses it (for messages).
+def to_plain(value: object) -> object:
+    """``value`` with every Counter and numpy array/scalar in a form ``weights_only`` reads
+    (`from_plain` undoes it); tensors, str, numbers, bool, None, bytes, dict, list, tuple as
+    they are. Anything else is a ValueError: it could not be read back safely."""
+    if isinstance(value, Counter):
+        return {_TYPE_KEY: "Counter", "items": {k: to_plain(v) for k, v in value.items()}}
+    if isinstance(value, (dict, OrderedDict)) and type(value) in (dict, OrderedDict):
+        return type(value)((k, to_plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(to_plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return {_TYPE_KEY: "ndarray", "tensor": torch.from_numpy(np.ascontiguousarray(value).copy())}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (torch.Tensor, str, bytes, bool, int, float,
+                                           torch.dtype, torch.device)):
+        return value
+    raise ValueError(f"a checkpoint cannot hold a {type(value).__name__} ({value!r:.80}): "
+                     "store tensors, numbers, strings and plain containers")
+
+
+def from_plain(value: object) -> object:
+    """`to_plain`'s inverse: Counters and numpy arrays back."""
+    if isinstance(value, dict):
+        tag = value.get(_TYPE_KEY)
+        if tag == "Counter":
+            return Counter({k: from_plain(v) for k, v in value["items"].items()})
+        if tag == "ndarray":
+            return value["tensor"].numpy()
+        return type(value)((k, from_plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(from_plain(v) for v in value)
+    return value
+
+
+def read_torch_file(path: str | os.PathLike, missing: str,
+                    map_location: str | torch.device = "cpu") -> object:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True``: tensors and plain
+    containers only; a file holding any other object is refused unread (unpickling it could run
+    code). Every failure is one DetectionError naming ``path``; ``missing`` says what to do
+    when there is no such file (e.g. "checkpoint not found; ...")."""
+    file = Path(path)
+    if not file.exists():
+        raise DetectionError(f"{path}: {missing}")
+    if file.is_dir():
+        raise DetectionError(f"{path}: is a folder; pass the .pt file inside it")
+    if not zipfile.is_zipfile(file):  # torch.save has written zip archives since torch 1.6
+        raise DetectionError(f"{path}: not a file written by torch.save (it may be truncated, "
+                             "or another kind of file); use a complete checkpoint or weights file")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise DetectionError(f"{path}: refused unread: it holds Python objects other than "
+                             "tensors and plain containers, and loading them could run code; "
+                             "use a checkpoint written by this toolkit or a plain state dict"
+                             ) from None
+    except Exception as e:  # torch raises several types for damaged or foreign archives
+        reason = " ".join(str(e).split())[:160]
+        raise DetectionError(f"{path}: a zip archive but not a readable torch.save file "
+                             f"({type(e).__name__}: {reason}); it may be damaged: use another "
+                             "copy or another epoch's file") from None
+
+
+# What each kind of checkpoint must hold, and where it belongs (for messages).
 _REQUIRED = {"classifier": ("classes", "model", "state_dict"),
              "multibox": ("model", "priors", "state_dict")}
-_USED_BY = {"classifier": "tools/detect.py / tools/test.py --checkpoint",
-            "multibox": "tools/propose.py --multibox (or the proposals section of a config)"}
+_USED_BY = {"classifier": "the detect/test commands' --checkpoint (or train --resume)",
+            "multibox": "the propose command's --multibox (or proposals.multibox in a "
+                        "training config)"}
+_MISSING = {"classifier": "checkpoint not found; train one with tools/train.py or check the path",
+            "multibox": "MultiBox checkpoint not found; train one with tools/train.py "
+                        "(task: multibox) or fix the path",
+            None: "checkpoint not found; check the path"}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     kind: str | None = "classifier") -> dict:
-    """Read a checkpoint of ``kind`` ("classifier", "multibox", or None for either); anything
-    else is a clear error."""
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise DetectionError(f"{path}: checkpoint not found; train one with tools/train.py "
-                             "or check the path") from None
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise DetectionError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
-                             "it may be truncated: use another epoch's file") from None
+    """Read a checkpoint of ``kind`` ("classifier", "multibox", or None for either) safely
+    (`read_torch_file`); anything else, or a newer format, is one DetectionError naming it."""
+    payload = read_torch_file(path, _MISSING.get(kind, _MISSING[None]), map_location)
     if not isinstance(payload, dict) or "format" not in payload:
         raise DetectionError(f"{path}: not a checkpoint of this toolkit (no format); "
                              "use a file written by tools/train.py")
+    version = payload["format"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DetectionError(f"{path}: not a checkpoint of this toolkit (format {version!r}); "
+                             "use a file written by tools/train.py")
+    if version not in READABLE_FORMATS:
+        raise DetectionError(f"{path}: checkpoint format {version} is newer than this toolkit "
+                             f"reads (up to {FORMAT_VERSION}); update the toolkit to use it")
     found = payload.get("kind", "classifier")
     kind = kind or found
     if found != kind or kind not in _REQUIRED:
-        raise DetectionError(f"{path}: a {found} checkpoint where a {kind} is needed; pass it to "
-                             f"{_USED_BY.get(found, 'the tool that made it')}")
+        raise DetectionError(f"{path}: a {found} checkpoint where a {kind} is needed; pass it "
+                             f"to {_USED_BY.get(found, 'the tool that made it')}")
     missing = [k for k in _REQUIRED[kind] if k not in payload]
     if missing:
         raise DetectionError(f"{path}: not a {kind} checkpoint of this toolkit (no "
                              f"{', '.join(missing)}); use a file written by tools/train.py")
-    if payload["format"] != FORMAT_VERSION:
-        raise DetectionError(f"{path}: checkpoint format {payload['format']}, this toolkit reads "
-                             f"{FORMAT_VERSION}")
-    return payload
+    return from_plain(payload)
 
 
 def model_spec(payload: dict) -> ModelSpec:

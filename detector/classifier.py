@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
+from detector.checkpoint import read_torch_file
 from detector.errors import DetectionError
 
 FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
@@ -199,14 +200,9 @@ def _weights_state_dict(weights: str | os.PathLike) -> tuple[dict[str, Tensor], 
     if str(weights) == "imagenet":
         return _download_imagenet(), "torchvision GoogLeNet_Weights.IMAGENET1K_V1"
     path = Path(weights)
-    if not path.is_file():
-        raise DetectionError(f"{path}: weights file not found; pass an existing state-dict file, "
-                             "'imagenet' or no weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise DetectionError(f"{path}: not a readable state-dict file ({type(e).__name__}: {e})"
-                             ) from None
+    # weights_only: a file from elsewhere never runs code; a damaged one is one line.
+    state = read_torch_file(path, "weights file not found; pass an existing state-dict file, "
+                                  "'imagenet' or no weights")
     for nested in ("state_dict", "model"):  # a checkpoint dict rather than a bare state dict
         if isinstance(state, dict) and isinstance(state.get(nested), dict):
             state = state[nested]

@@ -20,6 +20,7 @@ from torch import nn
 
 from detector.box_coder import encode
 from detector.datasets import ImageRecord, read_image
+from detector.errors import DetectionError
 from detector.regions import standardize, warp_regions
 from detector.sampling import label_regions, sample_regions, with_ground_truth
 from proposals.cache import ProposalCache
@@ -236,14 +237,33 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 
 def capture_rng() -> dict:
-    """Global RNG states that training consumes (dropout, loader base seeds)."""
+    """Global RNG states that training consumes (dropout, loader base seeds), as tensors (a
+    checkpoint stores them; ``weights_only`` loading reads them back bitwise)."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def restore_rng(state: object, where: str = "the checkpoint") -> None:
+    """Set the global RNG states of `capture_rng`; a malformed ``state`` is one DetectionError
+    naming ``where`` (the checkpoint file)."""
+    torch_state = state.get("torch") if isinstance(state, dict) else None
+    cuda = state.get("cuda", []) if isinstance(state, dict) else []
+    if not (_is_rng_state(torch_state) and isinstance(cuda, (list, tuple))
+            and all(_is_rng_state(s) for s in cuda)):
+        raise DetectionError(f"{where}: no usable RNG state (rng); resume from a training "
+                             "checkpoint written by tools/train.py")
+    try:
+        torch.set_rng_state(torch_state)
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+    except RuntimeError as e:  # e.g. a state of the wrong length
+        raise DetectionError(f"{where}: unusable RNG state ({' '.join(str(e).split())[:120]}); "
+                             "resume from a training checkpoint written by tools/train.py"
+                             ) from None
+
+
+def _is_rng_state(value: object) -> bool:
+    """A generator state as torch returns it: a 1-D uint8 tensor."""
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 1

@@ -12,6 +12,7 @@ threshold selective search applies within its own boxes).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,30 +40,43 @@ class ProposalConfig:
 
 
 @dataclass(frozen=True)
+class MultiBoxSource:
+    """Where a process finds a proposer's MultiBox network: small, so that a `Proposer`
+    pickles cheaply for worker processes. Each process reads the network once from ``path``,
+    checks it against ``digest`` and keeps it (`multibox_model`)."""
+
+    path: str         # absolute path of the file that holds the network
+    embedded: bool    # True: a classifier checkpoint's proposal record; False: a MultiBox checkpoint
+    digest: str       # proposals.multibox.network_digest of the network
+
+
+@dataclass(frozen=True)
 class Proposer:
     """Proposals of one image: ``proposer(image [H, W, 3] uint8) -> float32 [N, 4]`` in pixels.
 
-    Picklable (worker processes): the MultiBox network is loaded on first use in each process,
-    on the CPU, and checked against ``multibox_sha256``.
+    ``multibox``: the MultiBox network to add boxes from (None: selective search alone). The
+    proposer is picklable (worker processes): the network itself stays out of the pickle.
+    ``config.multibox`` is the path a user gave, if any; nothing here depends on it.
     """
 
     config: ProposalConfig
-    multibox_sha256: str | None = None
+    multibox: MultiBoxSource | None = None
 
     @property
     def method(self) -> str:
-        if self.config.multibox is None:
+        if self.multibox is None:
             return SELECTIVE_SEARCH
         return COMBINED if self.config.selective_search_on else MULTIBOX
 
     @property
     def params(self) -> dict:
-        """The cache manifest's params: selective search's config as it always was, or both."""
+        """The cache manifest's params: selective search's config as it always was, or both;
+        the MultiBox network is named by its content digest, never by a path."""
         ss = asdict(self.config.selective_search)
-        if self.config.multibox is None:
+        if self.multibox is None:
             return ss
-        multibox = {"checkpoint": self.config.multibox, "sha256": self.multibox_sha256,
-                    "top_n": self.config.multibox_top, "nms_iou": self.config.multibox_nms}
+        multibox = {"network_sha256": self.multibox.digest, "top_n": self.config.multibox_top,
+                    "nms_iou": self.config.multibox_nms}
         if not self.config.selective_search_on:
             return {"multibox": multibox}
         return {"selective_search": ss, "multibox": multibox}
@@ -74,32 +88,35 @@ class Proposer:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         ss = (selective_search(image, self.config.selective_search)
               if self.config.selective_search_on else np.zeros((0, 4), np.float32))
-        if self.config.multibox is None:
+        if self.multibox is None:
             return ss
-        boxes = multibox_boxes(self.config.multibox, self.multibox_sha256, image,
-                               self.config.multibox_top, self.config.multibox_nms)
-        return merge_proposals(boxes, ss)
+        from proposals.multibox import predict
+
+        boxes, _ = predict(multibox_model(self.multibox), image, top_n=self.config.multibox_top,
+                           nms_iou=self.config.multibox_nms)
+        return merge_proposals(boxes.numpy(), ss)
 
 
 def build_proposer(config: ProposalConfig) -> Proposer:
-    """The proposer of ``config`` (reads the MultiBox checkpoint's digest, if any)."""
-    if config.multibox is None and not config.selective_search_on:
-        raise DetectionError("proposals: selective_search_on is false and there is no multibox "
-                             "checkpoint: no proposals at all; set one of them")
-    if config.multibox_top < 1 or not 0 < config.multibox_nms <= 1:
-        raise DetectionError(f"proposals: multibox_top {config.multibox_top} must be >= 1 and "
-                             f"multibox_nms {config.multibox_nms} in (0, 1]")
-    from proposals.multibox import file_digest
+    """The proposer of ``config``. Its MultiBox checkpoint, if any, is read and checked here
+    (a MultiBox checkpoint of a readable format whose weights fit its spec), so a wrong file is
+    one error before any image."""
+    _check_settings(config, config.multibox is not None)
+    if config.multibox is None:
+        return Proposer(config)
+    from detector.checkpoint import load_checkpoint
+    from proposals.multibox import CHECKPOINT_KIND, network_of
 
-    digest = file_digest(config.multibox) if config.multibox is not None else None
-    return Proposer(config, digest)
+    payload = load_checkpoint(config.multibox, kind=CHECKPOINT_KIND)
+    return Proposer(config, _register(network_of(payload), config.multibox, embedded=False))
 
 
-def proposer_for(method: str, params: dict, where: str) -> Proposer:
+def proposer_for(method: str, params: dict, where: str,
+                 network: MultiBoxSource | None = None) -> Proposer:
     """The proposer that a cache manifest's or a checkpoint's (method, params) describe.
 
-    ``where`` names the checkpoint or cache in messages. A MultiBox checkpoint must still be at
-    its recorded path with the same content; otherwise the way out is a proposal cache.
+    ``where`` names the checkpoint or cache in messages. ``network``: the MultiBox network the
+    checkpoint carries (`embedded_multibox`), needed by the methods with MultiBox boxes.
     """
     try:
         if method == SELECTIVE_SEARCH:
@@ -107,7 +124,7 @@ def proposer_for(method: str, params: dict, where: str) -> Proposer:
         elif method in (COMBINED, MULTIBOX):
             mb = params["multibox"]
             ss = SelectiveSearchConfig(**params.get("selective_search", {}))
-            config = ProposalConfig(ss, mb["checkpoint"], mb["top_n"], mb["nms_iou"],
+            config = ProposalConfig(ss, None, mb["top_n"], mb["nms_iou"],
                                     selective_search_on=method == COMBINED)
         else:
             raise DetectionError(f"{where}: unknown proposal method {method!r}; pass a proposal "
@@ -115,18 +132,64 @@ def proposer_for(method: str, params: dict, where: str) -> Proposer:
     except (TypeError, KeyError) as e:
         raise DetectionError(f"{where}: unreadable {method} proposal parameters {params} ({e}); "
                              "pass a proposal cache with --proposals") from None
-    proposer = build_proposer(config)
-    if method != SELECTIVE_SEARCH and proposer.multibox_sha256 != params["multibox"]["sha256"]:
-        raise DetectionError(f"{where}: {config.multibox} changed since these proposals were "
-                             "made (another file at that path); pass a proposal cache with "
-                             "--proposals, or restore that MultiBox checkpoint")
-    return proposer
+    if method == SELECTIVE_SEARCH:
+        return Proposer(config)
+    if network is None:
+        raise DetectionError(f"{where}: its {method} proposals need a MultiBox network that it "
+                             "does not carry (an older checkpoint, which stored the network's "
+                             "path); retrain it with this version, or pass a proposal cache "
+                             "with --proposals")
+    if network.digest != params["multibox"].get("network_sha256"):
+        raise DetectionError(f"{where}: the MultiBox network inside it is not the one its "
+                             "proposal record names; the checkpoint is corrupt: retrain it")
+    _check_settings(config, True)
+    return Proposer(config, network)
 
 
-def proposal_record(cache: ProposalCache) -> dict:
-    """What a detector checkpoint stores about the proposals it was trained on (``cache``'s),
-    so that detection recomputes the same ones for new images (`proposer_for`)."""
-    return {"method": cache.method, "params": cache.params}
+def embedded_multibox(path: str | os.PathLike, record: dict | None) -> MultiBoxSource | None:
+    """The MultiBox network inside a classifier checkpoint at ``path`` whose proposal record
+    is ``record`` (None when it carries none), checked: its weights fit its spec."""
+    if not record or "multibox" not in record:
+        return None
+    if not isinstance(record["multibox"], dict):
+        raise DetectionError(f"{path}: malformed MultiBox network in its proposal record; "
+                             "the checkpoint is corrupt: retrain it")
+    return _register(record["multibox"], path, embedded=True)
+
+
+def proposal_record(cache: ProposalCache, multibox: str | os.PathLike | None = None) -> dict:
+    """What a classifier checkpoint stores about the proposals it was trained on (``cache``'s),
+    so that detection recomputes the same ones for new images (`proposer_for`): the cache's
+    method and params and, for MultiBox proposals, the MultiBox network itself, read from the
+    checkpoint ``multibox`` (the training config's ``proposals.multibox``) and checked to be
+    the network that made the cache. The checkpoint then works from any folder or machine."""
+    record = {"method": cache.method, "params": cache.params}
+    uses_multibox = cache.method in (COMBINED, MULTIBOX)
+    if not uses_multibox:
+        if multibox is not None:
+            raise DetectionError(f"{cache.root}: holds {cache.method} proposals, without "
+                                 f"MultiBox boxes, but proposals.multibox names {multibox}; "
+                                 "fill a new cache with tools/propose.py --config CONFIG, or "
+                                 "drop proposals.multibox")
+        return record
+    if multibox is None:
+        raise DetectionError(f"{cache.root}: holds {cache.method} proposals; a classifier "
+                             "trained on them carries their MultiBox network: name its "
+                             "checkpoint in the training config's proposals.multibox")
+    wanted = cache.params.get("multibox", {}).get("network_sha256")
+    if wanted is None:
+        raise DetectionError(f"{cache.root}: made by an older version, which recorded the "
+                             "MultiBox checkpoint's path rather than its network; fill a new "
+                             "cache with tools/propose.py --config CONFIG")
+    from detector.checkpoint import load_checkpoint
+    from proposals.multibox import CHECKPOINT_KIND, network_digest, network_of
+
+    network = network_of(load_checkpoint(multibox, kind=CHECKPOINT_KIND))
+    if network_digest(network) != wanted:
+        raise DetectionError(f"{multibox}: not the MultiBox network that made the proposals in "
+                             f"{cache.root}; set proposals.multibox to that one, or fill a new "
+                             "cache with tools/propose.py --config CONFIG")
+    return {**record, "multibox": network}
 
 
 def check_cache_matches(cache: ProposalCache, config: ProposalConfig, where: str) -> None:
@@ -149,16 +212,44 @@ def merge_proposals(multibox: np.ndarray, selective: np.ndarray,
     return np.concatenate([multibox, selective])
 
 
-_MODELS: dict[str, object] = {}  # per process: MultiBox networks by checkpoint digest
+_MODELS: dict[str, object] = {}  # per process: MultiBox networks (CPU, eval) by digest
 
 
-def multibox_boxes(path: str, digest: str | None, image: np.ndarray, top_n: int,
-                   nms_iou: float) -> np.ndarray:
-    """The top-N MultiBox boxes of ``image`` in pixels (CPU; the network cached per process)."""
-    from proposals.multibox import load_multibox, predict
+def multibox_model(source: MultiBoxSource):
+    """The `proposals.multibox.MultiBox` network of ``source`` in this process (read from its
+    file on first use, e.g. in a worker process, and checked against its digest)."""
+    if source.digest not in _MODELS:
+        from detector.checkpoint import load_checkpoint
+        from proposals.multibox import CHECKPOINT_KIND, network_of
 
-    key = digest or path
-    if key not in _MODELS:
-        _MODELS[key] = load_multibox(path, "cpu")
-    boxes, _ = predict(_MODELS[key], image, top_n=top_n, nms_iou=nms_iou)
-    return boxes.numpy()
+        if source.embedded:
+            network = (load_checkpoint(source.path).get("proposals") or {}).get("multibox")
+        else:
+            network = network_of(load_checkpoint(source.path, kind=CHECKPOINT_KIND))
+        if not isinstance(network, dict) or _register(network, source.path,
+                                                      source.embedded).digest != source.digest:
+            raise DetectionError(f"{source.path}: changed since its MultiBox network was read "
+                                 "(another file at that path); keep the file while proposals "
+                                 "are computed")
+    return _MODELS[source.digest]
+
+
+def _register(network: dict, path: str | os.PathLike, embedded: bool) -> MultiBoxSource:
+    """Build ``network`` (its weights must fit its spec), keep it in this process, and say where
+    other processes find it."""
+    from proposals.multibox import multibox_from_payload, network_digest
+
+    where = f"{path} (its proposals' MultiBox network)" if embedded else str(path)
+    model = multibox_from_payload(network, where).eval()
+    digest = network_digest(network)
+    _MODELS.setdefault(digest, model)
+    return MultiBoxSource(os.path.abspath(path), embedded, digest)
+
+
+def _check_settings(config: ProposalConfig, has_multibox: bool) -> None:
+    if not has_multibox and not config.selective_search_on:
+        raise DetectionError("proposals: selective_search_on is false and there is no multibox "
+                             "checkpoint: no proposals at all; set one of them")
+    if config.multibox_top < 1 or not 0 < config.multibox_nms <= 1:
+        raise DetectionError(f"proposals: multibox_top {config.multibox_top} must be >= 1 and "
+                             f"multibox_nms {config.multibox_nms} in (0, 1]")

@@ -13,6 +13,7 @@ The loss and the matching of ground truth to slots are in `proposals.multibox_lo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -144,9 +145,7 @@ def predict(model: MultiBox, image: Tensor | np.ndarray, top_n: int | None = TOP
 
 def save_multibox(path: str | os.PathLike, model: MultiBox, **extra) -> None:
     """Write a MultiBox checkpoint atomically: spec, priors, weights, plus training state."""
-    write_payload(path, {"kind": CHECKPOINT_KIND, "model": asdict(model.spec),
-                         "priors": model.priors.detach().cpu(), "state_dict": model.state_dict(),
-                         **extra})
+    write_payload(path, {"kind": CHECKPOINT_KIND, **network_of_model(model), **extra})
 
 
 def load_multibox(path: str | os.PathLike, device: torch.device | str = "cpu") -> MultiBox:
@@ -155,28 +154,46 @@ def load_multibox(path: str | os.PathLike, device: torch.device | str = "cpu") -
     return multibox_from_payload(payload, str(path)).to(device).eval()
 
 
+def network_of_model(model: MultiBox) -> dict:
+    """What rebuilds ``model`` (on the CPU): ``{"model": spec dict, "priors": [K, 4],
+    "state_dict": ...}``: a MultiBox checkpoint's network, and what a classifier checkpoint
+    trained on MultiBox proposals carries (`proposals.combined.proposal_record`)."""
+    return {"model": asdict(model.spec), "priors": model.priors.detach().cpu(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def network_of(payload: dict) -> dict:
+    """The network part (spec, priors, weights) of a MultiBox checkpoint's payload."""
+    return {key: payload[key] for key in ("model", "priors", "state_dict")}
+
+
 def multibox_from_payload(payload: dict, where: str) -> MultiBox:
+    """The network a payload (a MultiBox checkpoint's, or `network_of`'s) describes, with its
+    weights; anything that does not fit is one DetectionError naming ``where``."""
     try:
         spec = MultiBoxSpec(**payload["model"])
-        model = MultiBox(payload["priors"], spec.input_size)
+        priors = payload["priors"]
+        if not isinstance(priors, torch.Tensor) or not isinstance(payload["state_dict"], dict):
+            raise TypeError("priors must be a tensor and state_dict a mapping")
+        model = MultiBox(priors, spec.input_size)
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, DetectionError) as e:
         reason = " ".join(str(e).split())[:200]
-        raise DetectionError(f"{where}: malformed MultiBox checkpoint ({reason}); use a file "
+        raise DetectionError(f"{where}: malformed MultiBox network ({reason}); use a checkpoint "
                              "written by tools/train.py with task: multibox") from None
     if spec.num_priors != len(model.priors):
-        raise DetectionError(f"{where}: {spec.num_priors} slots declared, {len(model.priors)} priors")
+        raise DetectionError(f"{where}: {spec.num_priors} slots declared, {len(model.priors)} "
+                             "priors; the checkpoint is corrupt")
     return model
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file: which MultiBox model a proposal cache or a detector was made with."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except FileNotFoundError:
-        raise DetectionError(f"{path}: MultiBox checkpoint not found; train one with "
-                             "tools/train.py (task: multibox) or fix the path") from None
+def network_digest(network: dict) -> str:
+    """SHA-256 of a network's content (spec, priors, weights; `network_of`): which MultiBox
+    model made a proposal cache, whatever file it was read from or where that file lies."""
+    digest = hashlib.sha256(json.dumps(network["model"], sort_keys=True).encode())
+    tensors = [("priors", network["priors"])] + sorted(network["state_dict"].items())
+    for name, tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -113,7 +113,7 @@ def test_unusable_weights_files(tmp_path):
         build_classifier(2, weights=tmp_path / "absent.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(DetectionError, match=r"garbage\.pth: not a readable"):
+    with pytest.raises(DetectionError, match=r"garbage\.pth: not a file written by torch\.save"):
         build_classifier(2, weights=garbage)
     listed = tmp_path / "list.pth"
     torch.save([1, 2, 3], listed)

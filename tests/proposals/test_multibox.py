@@ -61,7 +61,7 @@ def test_checkpoint_round_trip_and_kinds(tmp_path):
     assert torch.equal(predict(model, image)[0], predict(loaded, image)[0])
     assert torch.equal(loaded.priors, PRIORS)
     with pytest.raises(DetectionError, match="mb.pt: a multibox checkpoint where a classifier is "
-                                             "needed; pass it to tools/propose.py --multibox"):
+                                             "needed; pass it to the propose command's --multibox"):
         load_checkpoint(tmp_path / "mb.pt")
     save_checkpoint(tmp_path / "cls.pt", classes=["a"], spec=ModelSpec(1, 32, 2), state_dict={},
                     proposals={})
