@@ -50,7 +50,7 @@ FILE_NAMES: dict[str, str] = {
     "empty": "empty.jpg", "cmyk": "cmyk.jpg", "png16": "png16.png", "rgba": "rgba.png",
     "palette": "palette.png", "one_by_one": "one_by_one.png", "tall": "tall_1x2000.png",
     "wide": "wide_2000x1.png", "exif_rotated": "exif6.jpg", "gif": "anim.gif",
-    "webp": "photo.webp", "tiff": "photo.tiff", "bomb": "bomb.png", "folder": "x.jpg",
+    "webp": "webp_photo.webp", "tiff": "tiff_photo.tiff", "bomb": "bomb.png", "folder": "x.jpg",
     "broken_link": "gone.jpg",
 }
 
