@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from proposals.cache import ProposalCache
@@ -122,3 +123,75 @@ def test_resumes_after_kill_9(tmp_path):
     after = cached(tmp_path / "c")
     assert len(after) == 24
     assert all((boxes / name).stat().st_mtime_ns == mtimes[name] for name in before)
+
+
+def test_any_file_name_works_end_to_end(tmp_path, capsys):
+    """A 245-character name and a 94-byte CJK one (its percent-encoded key: 270 characters)."""
+    long, cjk = "n" * 245, "猫" * 30  # + ".png": 249 and 94 bytes
+    folder = tmp_path / "imgs"
+    for stem, path in zip((long, cjk), write_images(folder, 2)):
+        path.rename(folder / f"{stem}.png")
+    (folder / f"{'b' * 240}.jpg").write_bytes(b"not a jpeg")
+    assert main(["--images", str(folder), "--out", str(tmp_path / "c")]) == 1
+    cache = ProposalCache.open(tmp_path / "c")
+    assert cache.image_ids() == sorted([long, cjk])
+    assert cache.failed_ids() == ["b" * 240]
+    assert len(cache.load(cjk)) > 0
+    assert "computed 2 images, 1 failed" in capsys.readouterr().out
+    # Resumed: the long ids are found in the cache, nothing is computed again.
+    assert main(["--images", str(folder), "--out", str(tmp_path / "c")]) == 1
+    assert "2 already cached, 1 to compute" in capsys.readouterr().out
+
+
+def test_cli_defaults_are_the_librarys():
+    from detector.cli.propose import MB_DEFAULTS, SS_DEFAULTS
+    from proposals.combined import ProposalConfig
+    from proposals.selective_search import SelectiveSearchConfig
+
+    ss, config = SelectiveSearchConfig(), ProposalConfig()
+    assert SS_DEFAULTS == {"mode": ss.mode, "superpixel_scale": ss.superpixel_scale,
+                           "max_side": ss.max_side or 0, "min_box_side": ss.min_box_side,
+                           "max_boxes": ss.max_boxes or 0, "seed": ss.seed}
+    assert MB_DEFAULTS == {"multibox_top": config.multibox_top,
+                           "multibox_nms": config.multibox_nms}
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 1)", "(default: fast)", "(default: 2.0)", "(default: 500)",
+                    "(default: 20.0)", "(default: 200, GoogLeNet's)", "(default: 0.7)"):
+        assert default in text
+
+
+def test_config_with_set_and_split(tmp_path, capsys):
+    images = write_images(tmp_path / "voc", 3)
+    write_voc_xml(tmp_path / "voc", images)
+    (tmp_path / "ids.txt").write_text("img000\nimg002\n")
+    (tmp_path / "train.yaml").write_text(
+        f"data:\n  gt: {tmp_path / 'voc'}\n  proposals: {tmp_path / 'c'}\n"
+        "model:\n  input_size: 32\n  context_pad: 2\n  weights: null\n")
+    argv = ["--config", str(tmp_path / "train.yaml"), "--split", str(tmp_path / "ids.txt"),
+            "--set", "proposals.selective_search.min_box_side=4"]
+    assert main(argv) == 0
+    cache = ProposalCache.open(tmp_path / "c")
+    assert cache.params["min_box_side"] == 4 and cache.image_ids() == ["img000", "img002"]
+    assert "recall@0.5" in capsys.readouterr().out
+
+
+def test_propose_to_cache_is_the_commands_library(tmp_path):
+    """The library call with its defaults fills the same cache as the command."""
+    from proposals.combined import ProposalConfig
+    from proposals.extract import folder_jobs, propose_to_cache
+
+    write_images(tmp_path / "imgs", 2)
+    (tmp_path / "imgs" / "anim.gif").write_bytes(b"GIF89a")
+    jobs, skipped = folder_jobs(tmp_path / "imgs")
+    assert [j.image_id for j in jobs] == ["img000", "img001"]
+    assert [p.name for p, _ in skipped] == ["anim.gif"]
+    outcomes = propose_to_cache(jobs, tmp_path / "lib", ProposalConfig(), progress=False)
+    assert sorted(o.image_id for o in outcomes if not o.error) == ["img000", "img001"]
+    assert main(["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "cli")]) == 0
+    assert cached(tmp_path / "lib") == cached(tmp_path / "cli")
