@@ -47,15 +47,22 @@ def load_results(source: str | os.PathLike | list, image_ids: Sequence, category
     malformed or unknown raises `DetectionError` naming the file and the entry.
     """
     where = str(source) if isinstance(source, (str, os.PathLike)) else "<results list>"
-    results = _read_json_list(source, where)
+    results, may_hold_bools = _read_json_list(source, where)
     image_index = _map_images(results, image_ids, where)
     labels = _map_categories(results, category_ids, class_names, where)
-    bbox, scores = _numeric_fields(results, where)
+    bbox, scores = _numeric_fields(results, where, may_hold_bools)
     return Detections(image_index, labels, bbox, scores)
 
 
-def _read_json_list(source, where: str) -> list:
-    results = source if not isinstance(source, (str, os.PathLike)) else _read_json_file(source, where)
+def _read_json_list(source, where: str) -> tuple[list, bool]:
+    """The entries, and False when they certainly hold no JSON true/false (a file whose text
+    has neither word: the common case, found at C speed)."""
+    if isinstance(source, (str, os.PathLike)):
+        text = _read_text(source, where)
+        results = _parse_json(text, where)
+        may_hold_bools = "true" in text or "false" in text
+    else:
+        results, may_hold_bools = source, True
     if not isinstance(results, list):
         raise DetectionError(f"{where}: expected a JSON list of detections "
                              f"(COCO results format), got {type(results).__name__}")
@@ -63,32 +70,40 @@ def _read_json_list(source, where: str) -> list:
         if not isinstance(entry, dict):
             raise DetectionError(f"{where}: entry {i} is {type(entry).__name__}, expected an object "
                                  "with image_id, category_id, bbox and score")
-    return results
+    return results, may_hold_bools
 
 
-def _read_json_file(path: str | os.PathLike, where: str) -> object:
-    """The parsed JSON of a detections file; every way of failing is one `DetectionError`."""
-    fix = "write a COCO results list"
+_FIX = "write a COCO results list"
+
+
+def _read_text(path: str | os.PathLike, where: str) -> str:
+    """A detections file's text; every way of failing is one `DetectionError`."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return f.read()
     except FileNotFoundError:
         raise DetectionError(f"{where}: detections file not found; check the path") from None
     except IsADirectoryError:
         raise DetectionError(f"{where}: is a folder; pass the detections .json file") from None
-    except json.JSONDecodeError as e:
-        raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
-                             f"column {e.colno}); {fix}") from None
     except UnicodeDecodeError as e:
-        raise DetectionError(f"{where}: not UTF-8 text (byte {e.start}); {fix} in UTF-8") from None
+        raise DetectionError(f"{where}: not UTF-8 text (byte {e.start}); {_FIX} in UTF-8") from None
     except OSError as e:
         raise DetectionError(f"{where}: cannot read ({e.strerror or e}); check the path") from None
+
+
+def _parse_json(text: str, where: str) -> object:
+    """The parsed JSON of a detections file's text; malformed JSON is one `DetectionError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
+                             f"column {e.colno}); {_FIX}") from None
     except RecursionError:
-        raise DetectionError(f"{where}: JSON nested too deeply; {fix}") from None
+        raise DetectionError(f"{where}: JSON nested too deeply; {_FIX}") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
         why = ("it holds an integer of more than 4300 digits"
                if "integer string conversion" in str(e) else str(e)[:100])
-        raise DetectionError(f"{where}: unreadable JSON ({why}); {fix}") from None
+        raise DetectionError(f"{where}: unreadable JSON ({why}); {_FIX}") from None
 
 
 def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
@@ -135,11 +150,15 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _numeric_fields(results: list, where: str) -> tuple[np.ndarray, np.ndarray]:
-    boxes = [entry.get("bbox") for entry in results]
-    scores = [entry.get("score") for entry in results]
-    bbox, scores = _as_numbers(boxes, (len(boxes), 4)), _as_numbers(scores, (len(scores),))
-    if bbox is None or scores is None or _has_bool(boxes, scores):
+def _numeric_fields(results: list, where: str, may_hold_bools: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """bbox float64 [N, 4] and score float64 [N], checked: plain finite numbers, w, h >= 0."""
+    box_values = [entry.get("bbox") for entry in results]
+    score_values = [entry.get("score") for entry in results]
+    bbox = _as_numbers(box_values, (len(box_values), 4))
+    scores = _as_numbers(score_values, (len(score_values),))
+    if (bbox is None or scores is None
+            or may_hold_bools and _has_bool(box_values, score_values)):
         bbox, scores = _checked_numbers(results, where)
     bad = ~np.isfinite(bbox).all(axis=1) | ~np.isfinite(scores)
     if bad.any():
