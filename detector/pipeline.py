@@ -27,7 +27,8 @@ from detector.errors import DetectionError
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
 from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
 from proposals.cache import ProposalCache
-from proposals.combined import SELECTIVE_SEARCH, ProposalConfig, Proposer
+from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, ProposalConfig, Proposer,
+                                embedded_multibox)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +38,9 @@ class Ensemble:
     ``members`` are in eval mode on one device and agree on classes, input size and context
     padding (``spec``: the first member's; members may differ in ``box_regression``).
     ``classes[i - 1]`` names label ``i``. ``proposal_method`` / ``proposal_params`` describe the
-    proposals the first member was trained on (a `ProposalCache` manifest's method and params).
+    proposals the first member was trained on (a `ProposalCache` manifest's method and params);
+    ``proposal_network`` the MultiBox network they need, carried by its checkpoint (None: none;
+    pass it to `proposals.combined.proposer_for`).
     """
 
     members: list[RegionClassifier]
@@ -45,6 +48,7 @@ class Ensemble:
     spec: ModelSpec
     proposal_method: str
     proposal_params: dict
+    proposal_network: MultiBoxSource | None = None
 
 
 def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) -> Ensemble:
@@ -62,7 +66,8 @@ def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) ->
     members = [_member(path, payload).to(device).eval() for path, payload in zip(paths, payloads)]
     proposals = payloads[0].get("proposals") or {"method": SELECTIVE_SEARCH, "params": {}}
     return Ensemble(members, tuple(payloads[0]["classes"]), _spec(paths[0], payloads[0]),
-                    proposals.get("method", SELECTIVE_SEARCH), dict(proposals.get("params", {})))
+                    proposals.get("method", SELECTIVE_SEARCH), dict(proposals.get("params", {})),
+                    embedded_multibox(paths[0], proposals))
 
 
 def imagenet_ensemble(device: torch.device | str, weights: str | os.PathLike = "imagenet"
@@ -160,7 +165,9 @@ def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.
     the members run as ``path`` (default `default_path(device)`: bf16 autocast on CUDA;
     members prepared for it by `prepare_members`); boxes [M, 4], scores [M], labels [M] as
     CPU arrays. `detector.Detector` calls this for every image."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(device)  # uint8
+    # uint8 (4x less to copy); a read-only array (np.asarray of a PIL image) is copied.
+    image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
+    pixels = torch.from_numpy(image).permute(2, 0, 1).to(device)
     boxes, scores, labels = detect(
         pixels, torch.from_numpy(np.asarray(proposals, np.float32)), members,
         input_size=spec.input_size, context_pad=spec.context_pad, batch_size=batch_size,
