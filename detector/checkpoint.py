@@ -156,13 +156,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or "format" not in payload:
         raise DetectionError(f"{path}: not a checkpoint of this toolkit (no format); "
                              "use a file written by tools/train.py")
-    version = payload["format"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise DetectionError(f"{path}: not a checkpoint of this toolkit (format {version!r}); "
-                             "use a file written by tools/train.py")
-    if version not in READABLE_FORMATS:
-        raise DetectionError(f"{path}: checkpoint format {version} is newer than this toolkit "
-                             f"reads (up to {FORMAT_VERSION}); update the toolkit to use it")
+    check_format(path, payload["format"])
     found = payload.get("kind", "classifier")
     kind = kind or found
     if found != kind or kind not in _REQUIRED:
@@ -173,6 +167,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise DetectionError(f"{path}: not a {kind} checkpoint of this toolkit (no "
                              f"{', '.join(missing)}); use a file written by tools/train.py")
     return from_plain(payload)
+
+
+def check_format(path: str | os.PathLike, version: object) -> None:
+    """Refuse a checkpoint ``format`` this toolkit cannot read (one line naming ``path``)."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DetectionError(f"{path}: not a checkpoint of this toolkit (format {version!r}); "
+                             "use a file written by tools/train.py")
+    if version not in READABLE_FORMATS:
+        raise DetectionError(f"{path}: checkpoint format {version} is newer than this toolkit "
+                             f"reads (up to {FORMAT_VERSION}); update the toolkit to use it")
 
 
 def model_spec(payload: dict) -> ModelSpec:

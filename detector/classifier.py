@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
-from detector.checkpoint import read_torch_file
+from detector.checkpoint import check_format, read_torch_file
 from detector.errors import DetectionError
 
 FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
@@ -203,6 +203,8 @@ def _weights_state_dict(weights: str | os.PathLike) -> tuple[dict[str, Tensor], 
     # weights_only: a file from elsewhere never runs code; a damaged one is one line.
     state = read_torch_file(path, "weights file not found; pass an existing state-dict file, "
                                   "'imagenet' or no weights")
+    if isinstance(state, dict) and "format" in state:  # a checkpoint of ours: one we can read?
+        check_format(path, state["format"])
     for nested in ("state_dict", "model"):  # a checkpoint dict rather than a bare state dict
         if isinstance(state, dict) and isinstance(state.get(nested), dict):
             state = state[nested]
