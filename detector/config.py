@@ -119,9 +119,9 @@ def from_dict(cls: type[T], data: dict, where: str, prefix: str = "") -> T:
         return cls(**values)
     except ConfigValueError as e:
         raise DetectionError(f"{where}: {prefix}{e.key} {e.rule}, got {e.value!r}; fix the "
-                             f"file or --set {prefix}{e.key}=...") from None
+                             f"file or --set {prefix}{e.key.partition('[')[0]}=...") from None
     except (TypeError, ValueError, DetectionError) as e:
-        raise DetectionError(f"{where}: {prefix or 'config'}: {e}") from None
+        raise DetectionError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
 
 
 def to_dict(config: Any) -> dict:

@@ -61,3 +61,76 @@ def test_errors_name_the_key_and_file(tmp_path, text, overrides, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DetectionError, match="not found"):
         load_config(Config, tmp_path / "none.yaml")
+
+
+def test_training_configs_check_their_values_in_python_too():
+    # A library user building configs in Python gets the checks a file gets.
+    from detector.config import ConfigValueError
+    from detector.train_config import (ModelConfig, MultiBoxValidation, Solver, SolverConfig,
+                                       TrainConfig)
+
+    assert TrainConfig().solver.lr == 0.001
+    for build, key in ((lambda: Solver(lr=float("nan")), "lr"),
+                       (lambda: Solver(steps=(3, 3)), "steps"),
+                       (lambda: SolverConfig(images_per_batch=4, regions_per_batch=6),
+                        "regions_per_batch"),
+                       (lambda: ModelConfig(input_size=32, context_pad=16), "context_pad"),
+                       (lambda: MultiBoxValidation(nms_iou=0.0), "nms_iou"),
+                       (lambda: TrainConfig(loader_workers=-1), "loader_workers")):
+        with pytest.raises(ConfigValueError) as info:
+            build()
+        assert info.value.key == key
+
+
+def test_range_error_names_file_key_and_range(tmp_path):
+    from detector.train_config import load_train_config
+
+    path = write(tmp_path, "solver:\n  fg_fraction: 2\n")
+    with pytest.raises(DetectionError) as info:
+        load_train_config(path)
+    message = str(info.value)
+    assert "c.yaml" in message and "solver.fg_fraction" in message and "[0, 1]" in message
+
+
+def test_task_picks_the_class(tmp_path):
+    from detector.train_config import MultiBoxTrainConfig, TrainConfig, load_train_config
+
+    assert type(load_train_config(write(tmp_path, "seed: 1\n"))) is TrainConfig
+    path = write(tmp_path, "task: multibox\n")
+    assert type(load_train_config(path)) is MultiBoxTrainConfig
+    assert type(load_train_config(path, ["task=classifier"])) is TrainConfig
+
+
+def test_resumed_config_changes_only_resumable_keys(tmp_path):
+    from detector.config import to_dict
+    from detector.train_config import TrainConfig, check_resumable, resumed_config
+
+    stored = to_dict(TrainConfig())
+    extended = resumed_config(stored, ["solver.epochs=20", "output=elsewhere"], "ck.pt")
+    assert extended.solver.epochs == 20 and extended.output == "elsewhere"
+    check_resumable(TrainConfig(), extended, "ck.pt")
+    with pytest.raises(DetectionError, match="ck.pt: .*solver.lr cannot change"):
+        resumed_config(stored, ["solver.lr=1"], "ck.pt")
+    changed = resumed_config(stored, [], "ck.pt")
+    with pytest.raises(DetectionError, match="ck.pt: model.input_size differs"):
+        from dataclasses import replace
+        check_resumable(changed, replace(changed, model=replace(changed.model, input_size=64)),
+                        "ck.pt")
+
+
+def test_constants_match_the_networks():
+    # train_config stays torch-free, so it repeats two constants of torch modules.
+    from detector.classifier import MIN_INPUT_SIZE
+    from detector.train_config import MIN_INPUT_SIZE as CONFIG_MIN, MULTIBOX_ALPHA
+    from proposals.multibox_loss import ALPHA
+
+    assert CONFIG_MIN == MIN_INPUT_SIZE and MULTIBOX_ALPHA == ALPHA
+
+
+def test_config_yaml_reads_back_as_the_same_config(tmp_path):
+    from detector.train_config import TrainConfig, config_yaml, load_train_config
+
+    config = load_train_config(write(tmp_path, "solver: {steps: [2, 5]}\nproposals: {}\n"))
+    again = tmp_path / "again.yaml"
+    again.write_text(config_yaml(config))
+    assert load_train_config(again) == config and isinstance(config, TrainConfig)

@@ -99,3 +99,86 @@ def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
     assert (json.loads((out / "evaluation.json").read_text())
             == json.loads((tmp_path / "again.json").read_text()))
     assert "voc mAP" in capsys.readouterr().out
+
+
+def test_resume_extends_a_finished_run(tiny, tmp_path, capsys):
+    # A 1-epoch run resumed with solver.epochs=2 ends with the weights of a 2-epoch run.
+    assert run(tiny, tmp_path / "full") == 0
+    assert run(tiny, tmp_path / "short", "--set", "solver.epochs=1") == 0
+    assert train(["--resume", str(tmp_path / "short" / "last.pt"), "--set", "solver.epochs=2",
+                  "--device", "cpu"]) == 0
+    assert same(weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "short" / "last.pt"))
+    assert load_checkpoint(tmp_path / "short" / "last.pt")["config"]["solver"]["epochs"] == 2
+    assert "epochs: 2" in (tmp_path / "short" / "config.yaml").read_text()
+    assert len((tmp_path / "short" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_resume_of_a_finished_run_does_nothing(tiny, tmp_path, capsys):
+    assert run(tiny, tmp_path / "a", "--set", "solver.epochs=1") == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    capsys.readouterr()
+    assert train(["--resume", str(tmp_path / "a" / "last.pt"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and "already finished" in out and "solver.epochs" in out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
+
+
+def test_config_yaml_reproduces_the_run(tiny, tmp_path):
+    assert run(tiny, tmp_path / "a", "--set", "solver.epochs=1", "--seed", "2") == 0
+    saved = tmp_path / "a" / "config.yaml"
+    assert train(["--config", str(saved), "--set", f"output={tmp_path / 'b'}",
+                  "--device", "cpu"]) == 0
+    assert same(weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt"))
+    assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_python_users_train_through_the_same_function(tiny, tmp_path):
+    from detector.train_config import TrainConfig, load_train_config
+    from detector.trainer import train as train_config
+
+    config = load_train_config(tiny / "tiny.yaml", ["solver.epochs=1", f"output={tmp_path / 'py'}"])
+    assert isinstance(config, TrainConfig)
+    assert train_config(config, device="cpu") == tmp_path / "py" / "last.pt"
+    assert run(tiny, tmp_path / "cli", "--set", "solver.epochs=1") == 0
+    assert same(weights(tmp_path / "py" / "last.pt"), weights(tmp_path / "cli" / "last.pt"))
+
+
+def test_images_whose_proposals_failed_are_skipped(tiny, tmp_path, capsys):
+    import shutil
+
+    from proposals.cache import ProposalCache
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(tiny / "cache", cache_dir)
+    cache = ProposalCache.open(cache_dir)
+    cache.box_path("im3").unlink()
+    cache.record_failure("im3", str(tiny / "im3.png"), "cannot decode image: truncated")
+    (tmp_path / "val.txt").write_text("im2\nim3\n")
+    capsys.readouterr()
+    assert run(tiny, tmp_path / "a", "--set", "solver.epochs=1", "--set", "solver.eval_every=1",
+               "--set", f"data.proposals={cache_dir}",
+               "--set", f"data.val_split={tmp_path / 'val.txt'}") == 0
+    out = capsys.readouterr().out
+    assert f"skipping 1 of 4 training images whose proposals failed" in out
+    assert "skipping 1 of 2 validation images" in out and str(cache_dir / "failed") in out
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["epoch"] == 1
+
+
+def test_multibox_skips_images_that_cannot_be_decoded(tiny, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in tiny.glob("im*.*"):
+        shutil.copy(path, data)
+    png = (data / "im1.png").read_bytes()
+    (data / "im1.png").write_bytes(png[:len(png) // 3])  # a truncated photo
+    (tmp_path / "mb.yaml").write_text(f"task: multibox\ndata: {{gt: {data}}}\n"
+                                      "model: {num_priors: 4, input_size: 32, weights: null}\n"
+                                      "solver: {epochs: 1, images_per_batch: 3}\nloader_workers: 0\n")
+    capsys.readouterr()
+    assert train(["--config", str(tmp_path / "mb.yaml"), "--set", f"output={tmp_path / 'mb'}",
+                  "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping 1 of 4 training images that cannot be decoded" in out and "im1.png" in out
+    assert load_checkpoint(tmp_path / "mb" / "last.pt", kind="multibox")["epoch"] == 1
