@@ -47,7 +47,7 @@ def checkpoints(tmp_path_factory):
         torch.nn.init.normal_(model.cls_score.bias, std=1.0)  # distinct, non-uniform scores
         save_checkpoint(folder / f"{name}.pt", classes=CLASSES, spec=ModelSpec(2, 64, 4),
                         state_dict=model.state_dict(), proposals=PROPOSALS)
-    state = torch.load(folder / "a.pt", weights_only=False)["state_dict"]
+    state = torch.load(folder / "a.pt", weights_only=True)["state_dict"]
     save_checkpoint(folder / "cats.pt", classes=["cat", "dog"], spec=ModelSpec(2, 64, 4),
                     state_dict=state, proposals=PROPOSALS)
     save_checkpoint(folder / "three.pt", classes=["a", "b", "c"], spec=ModelSpec(3, 64, 4),
