@@ -90,7 +90,7 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
 
 def test_errors_are_one_line_and_exit_2(voc, checkpoint, tmp_path, capsys):
     other = tmp_path / "cats.pt"
-    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
     save_checkpoint(other, classes=["cat", "red"], spec=ModelSpec(2, 64, 4), state_dict=state,
                     proposals=PROPOSALS)
     ProposalCache.create(tmp_path / "empty", "selective_search", {})
@@ -105,3 +105,87 @@ def test_errors_are_one_line_and_exit_2(voc, checkpoint, tmp_path, capsys):
         err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("test:")]
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "d" / "detections.json").exists()
+
+
+@pytest.fixture(scope="module")
+def cache(voc, tmp_path_factory):
+    """Proposals of the three images: the two objects and two boxes around them."""
+    cache = ProposalCache.create(tmp_path_factory.mktemp("cache") / "c", "selective_search", {})
+    for i in range(3):
+        cache.save(f"im{i}", np.array([RED, BLUE, (0, 0, 40, 30), (20, 10, 64, 48)], np.float32))
+    return cache
+
+
+def copy_cache(cache, folder):
+    """A copy of ``cache`` (its files) in ``folder``, to record a failure in."""
+    import shutil
+
+    shutil.copytree(cache.root, folder)
+    return ProposalCache.open(folder)
+
+
+def test_images_the_cache_records_as_failed_are_skipped_and_count_as_missed(
+        voc, checkpoint, cache, tmp_path, capsys):
+    from eval.evaluate import evaluate_files
+
+    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
+                 str(cache.root), "--out", str(tmp_path / "all")]) == 0
+    broken = copy_cache(cache, tmp_path / "broken")
+    broken.box_path("im1").unlink()
+    broken.record_failure("im1", str(voc / "im1.png"), "cannot decode image")
+    capsys.readouterr()
+    assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
+                 str(broken.root), "--out", str(tmp_path / "skip")]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipping 1 image(s) that {broken.root / 'failed'}/ records as failed" in printed
+    skipped = json.loads((tmp_path / "skip" / "evaluation.json").read_text())
+    # The same as evaluating the full run's detections without im1's: its boxes are missed.
+    rows = json.loads((tmp_path / "all" / "detections.json").read_text())
+    without = [r for r in rows if r["image_id"] != "im1"]
+    assert len(without) < len(rows)
+    assert json.loads((tmp_path / "skip" / "detections.json").read_text()) == without
+    assert skipped == evaluate_files(voc, without).to_json()
+    assert skipped["mAP"] < json.loads((tmp_path / "all" / "evaluation.json").read_text())["mAP"]
+
+
+def test_an_undecodable_image_without_a_cache_is_skipped_the_same_way(voc, checkpoint, tmp_path,
+                                                                      capsys):
+    import shutil
+
+    shutil.copytree(voc, tmp_path / "voc")
+    (tmp_path / "voc" / "im1.png").write_bytes(b"\x89PNG broken")
+    assert main(["--gt", str(tmp_path / "voc"), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "3 image(s), 1 failed:" in err and "im1.png" in err and "Traceback" not in err
+    rows = json.loads((tmp_path / "o" / "detections.json").read_text())
+    assert rows and {r["image_id"] for r in rows} == {"im0", "im2"}
+    assert (tmp_path / "o" / "evaluation.json").exists()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_torchrun_ranks_write_what_one_process_writes(voc, checkpoint, cache, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals", str(cache.root),
+            "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(free_port()), "tools/test.py", *args,
+               "--out", str(tmp_path / "two")]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("voc mAP:") == 1  # only rank 0 prints the table
+    for name in ("detections.json", "evaluation.json"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
