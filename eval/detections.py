@@ -130,18 +130,20 @@ def _map_categories(results: list, category_ids: Sequence[int], class_names: Seq
     by_name = {name: label for label, name in enumerate(class_names, start=1)}
     out = np.empty(len(results), np.int64)
     for i, entry in enumerate(results):
-        if "category_id" in entry:
-            label = by_id.get(entry["category_id"]) if _is_int(entry["category_id"]) else None
-            what = f"category_id {_short(entry['category_id'])}"
+        category = entry.get("category_id")
+        if category is not None:
+            # type(), not isinstance: True would pass for category 1 (and 1.0 is not an id).
+            label = by_id.get(category) if type(category) is int else None
         elif "category_name" in entry:
             name = entry["category_name"]
-            label = by_name.get(name) if isinstance(name, str) else None
-            what = f"category_name {_short(name)}"
+            label = by_name.get(name) if type(name) is str else None
         else:
             raise DetectionError(f"{where}: entry {i} has neither category_id nor category_name")
         if label is None:
-            raise DetectionError(f"{where}: entry {i} names {what}, which is not a class of the "
-                                 f"ground truth ({len(class_names)} classes); fix the class mapping")
+            key = "category_id" if category is not None else "category_name"
+            raise DetectionError(f"{where}: entry {i} names {key} {_short(entry[key])}, which is "
+                                 f"not a class of the ground truth ({len(class_names)} classes); "
+                                 "fix the class mapping")
         out[i] = label
     return out
 
