@@ -45,7 +45,8 @@ _PREFIX_CHARS = 120  # of a shortened key: the readable start
 class ProposalCache:
     """Read and write the proposals of one method and parameter set under ``root``."""
 
-    def __init__(self, root: str | os.PathLike, method: str, params: dict, version: int | None = None):
+    def __init__(self, root: str | os.PathLike, method: str, params: dict,
+                 version: int | None = None):
         self.root = Path(root)
         self.method = method
         self.params = normalise_params(params)
@@ -68,7 +69,8 @@ class ProposalCache:
     @classmethod
     def open(cls, root: str | os.PathLike, method: str | None = None,
              params: dict | None = None, version: int | None = None) -> "ProposalCache":
-        """Open an existing cache for reading; where given, method, params and version must match."""
+        """Open an existing cache for reading; where given, method, params and version must
+        match."""
         manifest = Path(root) / "manifest.json"
         if not manifest.exists():
             raise DetectionError(f"{root}: not a proposal cache (no manifest.json); compute it "

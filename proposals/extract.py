@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detector.datasets import Dataset, read_image
-from detector.datasets.images import list_image_files
+from detector.datasets.images import TruncatedImageWarning, list_image_files
 from detector.errors import DetectionError
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
@@ -38,12 +39,14 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a `Job`: its box count and CPU seconds, or the reason it failed."""
+    """What became of a `Job`: its box count and CPU seconds, or the reason it failed; and
+    the warning its image was read with (a truncated file), if any."""
 
     image_id: int | str
     num_boxes: int
     cpu_seconds: float
     error: str | None = None
+    warning: str | None = None
 
 
 def dataset_jobs(dataset: Dataset) -> list[Job]:
@@ -157,6 +160,8 @@ def compute_proposals(jobs: list[Job], cache: ProposalCache, proposer: Proposer,
         for outcome in results:
             outcomes.append(outcome)
             bar.update()
+            if outcome.warning:
+                tqdm.write(f"warning: {outcome.warning}")
             if outcome.error:
                 tqdm.write(f"failed: {outcome.image_id}: {outcome.error}")
     finally:
@@ -170,17 +175,23 @@ def propose_one(task: tuple[Job, ProposalCache, Proposer]) -> Outcome:
     """One image: read, propose, store (or record why it failed). Runs in a worker process."""
     job, cache, proposer = task
     start = time.process_time()
+    warning = None
     try:
-        boxes = proposer(read_image(job.path))
+        with warnings.catch_warnings(record=True) as caught:  # reported once, in the summary
+            warnings.simplefilter("always", TruncatedImageWarning)
+            image = read_image(job.path)
+        warning = next((str(w.message) for w in caught
+                        if issubclass(w.category, TruncatedImageWarning)), None)
+        boxes = proposer(image)
     except DetectionError as e:
         reason = str(e)
     except Exception as e:  # a bug must not end a day-long run: record it, report it, go on
         reason = f"proposals failed for {job.path}: {type(e).__name__}: {e}"
     else:
         cache.save(job.image_id, boxes)
-        return Outcome(job.image_id, len(boxes), time.process_time() - start)
+        return Outcome(job.image_id, len(boxes), time.process_time() - start, warning=warning)
     cache.record_failure(job.image_id, job.path, reason)
-    return Outcome(job.image_id, 0, time.process_time() - start, reason)
+    return Outcome(job.image_id, 0, time.process_time() - start, reason, warning)
 
 
 def print_skipped(skipped: list[tuple[Path, str]], shown: int = 10) -> None:
@@ -198,7 +209,11 @@ def print_summary(outcomes: list[Outcome], wall_seconds: float, workers: int) ->
     """Counts, boxes per image and speed of one run, and its failures (the first 10)."""
     done = [o for o in outcomes if not o.error]
     failed = [o for o in outcomes if o.error]
+    warned = [o for o in outcomes if o.warning]
     print(f"computed {len(done)} images, {len(failed)} failed")
+    if warned:
+        print(f"{len(warned)} images were read with a warning (truncated files); e.g. "
+              f"{warned[0].warning}")
     if done:
         boxes = np.array([o.num_boxes for o in done])
         cpu = np.mean([o.cpu_seconds for o in done])

@@ -31,6 +31,8 @@ def test_corpus_folder(tmp_path, capsys):
     for name in SKIPPED_IN_FOLDERS:
         assert f"skipped {paths[name]}: " in out
     assert f"computed {len(ok)} images, {len(bad)} failed" in out
+    assert ("1 images were read with a warning (truncated files); e.g. image "
+            f"{paths['truncated']} is truncated") in out
     assert f"{len(ok)}/{len(read)} images have proposals" in out
     assert not list((tmp_path / "c").rglob("*.tmp"))
 

@@ -1,4 +1,5 @@
-"""The propose command (detector.cli.propose, tools/propose.py): cache contents, resumption after kill -9, failures, sharding, recall."""
+"""The propose command (detector.cli.propose): cache contents, resumption after kill -9,
+failures, sharding, recall, long names, flags."""
 import os
 import signal
 import subprocess
