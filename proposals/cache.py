@@ -114,7 +114,7 @@ class ProposalCache:
         key = _key(image_id)
         if _is_shortened(key) and not self.id_path(image_id).exists():
             self.id_path(image_id).parent.mkdir(exist_ok=True)  # caches made before ids/
-            write_atomic(self.id_path(image_id), str(image_id))
+            write_atomic(self.id_path(image_id), _utf8(str(image_id)))
 
     def save(self, image_id: int | str, boxes: np.ndarray) -> None:
         """Store float32 [N, 4] xyxy boxes for ``image_id`` (atomically); clears a failure."""
@@ -168,10 +168,10 @@ class ProposalCache:
     def _id_of(self, key: str) -> str:
         """The original id (as a string) of a file's key."""
         if not _is_shortened(key):
-            return unquote(key)
+            return unquote(key, errors="surrogateescape")
         path = self.root / "ids" / f"{key}.txt"
         try:
-            return path.read_text(encoding="utf-8")
+            return path.read_bytes().decode("utf-8", "surrogateescape")
         except OSError as e:
             raise DetectionError(f"{path}: the id of a shortened cache key is missing or "
                                  f"unreadable ({e.strerror or e}); delete the files named "
@@ -198,7 +198,7 @@ def _read_manifest(manifest: Path) -> dict:
 def _key(image_id: int | str) -> str:
     """A file name stem for any image id: ids may hold '/' (ILSVRC train ids), odd characters,
     or be too long for a file name (then shortened: readable start + ``%%`` + SHA-256)."""
-    text = str(image_id)
+    text = _utf8(str(image_id))
     key = quote(text, safe="")
     if key.startswith("."):
         key = "%2E" + key[1:]  # no hidden files
@@ -206,7 +206,13 @@ def _key(image_id: int | str) -> str:
         return key
     start = key[:_PREFIX_CHARS]
     start = start[:start.rfind("%")] if "%" in start[-2:] else start  # no cut escape
-    return start + "%%" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return start + "%%" + hashlib.sha256(text).hexdigest()
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a file name's undecodable bytes (surrogate escapes, as `os.fsdecode`
+    gives them) become those bytes again."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _is_shortened(key: str) -> bool:

@@ -1,5 +1,6 @@
 """The proposal cache: round trip, parameter check, missing images, atomic files, odd ids."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -89,7 +90,11 @@ LONG = "a" * 245  # a 245-character image name
 CJK = "猫の写真" * 8 + "ab"  # 98 bytes of UTF-8; percent-encoded: 290 characters
 
 
-@pytest.mark.parametrize("image_id", [LONG, CJK, "p" * 250 + "/x1", "p" * 250 + "/x2"])
+# A file name's undecodable bytes arrive as surrogate escapes (os.fsdecode).
+RAW = os.fsdecode(b"\xff\xfe raw")
+
+
+@pytest.mark.parametrize("image_id", [LONG, CJK, "p" * 250 + "/x1", RAW, RAW * 60])
 def test_long_ids_fit_the_file_system_and_list_back(tmp_path, image_id):
     cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
     cache.save(image_id, np.ones((2, 4)))
