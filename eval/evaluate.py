@@ -6,6 +6,7 @@ ground truth and results files in, an `EvalResult` out, every option checked bef
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,14 @@ def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str
             _nothing_to_evaluate(gt, selection)
     if protocol == "coco":
         return _coco_instances_result(instances, dets)
-    return evaluate(coco_dataset(instances), dets, protocol)
+    if protocol == "ilsvrc" and instances.ann_iscrowd.any():
+        raise DetectionError(f"{gt}: has crowd annotations (iscrowd 1), for which the ilsvrc "
+                             "protocol has no rule; use --protocol coco (or voc, which treats "
+                             "them as difficult)")
+    dataset = coco_dataset(instances)
+    # VOC's analog of a crowd region is a difficult object: neither true nor false positive.
+    return evaluate(replace(dataset, images=tuple(replace(r, difficult=r.difficult | r.iscrowd)
+                                                  for r in dataset.images)), dets, protocol)
 
 
 def evaluate_coco(gt: str | os.PathLike | dict, detections: str | os.PathLike | list) -> dict:
@@ -173,7 +181,10 @@ def evaluate_results(dataset: Dataset, results: str | os.PathLike | list, protoc
 
 
 def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
-    """Ground truth of any dataset in COCO terms (xywh from the xyxy boxes, stored areas)."""
+    """Ground truth of any dataset in COCO terms (xywh from the xyxy boxes, stored areas).
+
+    VOC's difficult objects become crowd regions, COCO's analog: a detection on one is
+    neither a true nor a false positive, and none is missed."""
     images = [np.full(len(r.labels), i) for i, r in enumerate(dataset.images)]
     boxes = np.concatenate([r.boxes for r in dataset.images] + [np.zeros((0, 4), np.float32)])
     boxes = boxes.astype(np.float64)
@@ -183,7 +194,8 @@ def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
         label=np.concatenate([r.labels for r in dataset.images] + [np.zeros(0, np.int64)]) - 1,
         bbox=xywh,
         area=np.concatenate([r.areas for r in dataset.images] + [np.zeros(0)]).astype(np.float64),
-        iscrowd=np.concatenate([r.iscrowd for r in dataset.images] + [np.zeros(0, bool)]),
+        iscrowd=np.concatenate([r.iscrowd | r.difficult for r in dataset.images]
+                               + [np.zeros(0, bool)]),
     )
 
 

@@ -161,3 +161,34 @@ def test_format_table_lines():
     table = format_table(EvalResult("voc", 0.5, {"cat": 1.0, "dog": None})).splitlines()
     assert table[-1] == "voc mAP: 50.00"
     assert table[2] == "cat    100.00" and "n/a (no ground truth)" in table[3]
+
+
+def crowd_case(tmp_path) -> tuple[Path, Path]:
+    """One object found, one crowd region with no detection."""
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20],
+                           "area": 400, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 30, 30],
+                           "area": 900, "iscrowd": 1}]}
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]
+    return write(tmp_path / "gt.json", gt), write(tmp_path / "dt.json", results)
+
+
+def test_voc_protocol_on_coco_treats_crowd_as_difficult(tmp_path):
+    gt, dt = crowd_case(tmp_path)
+    assert evaluate_files(gt, dt, protocol="voc").per_class == {"a": 1.0}  # not 0.5: crowd unmissed
+    with pytest.raises(DetectionError, match="gt.json: has crowd annotations .* ilsvrc"):
+        evaluate_files(gt, dt, protocol="ilsvrc")
+
+
+def test_coco_protocol_on_voc_treats_difficult_as_crowd(tmp_path):
+    ann = tmp_path / "voc" / "Annotations"
+    ann.mkdir(parents=True)
+    objects = "".join(
+        f"<object><name>a</name><difficult>{d}</difficult><bndbox><xmin>{x + 1}</xmin><ymin>{x + 1}"
+        f"</ymin><xmax>{x + 20}</xmax><ymax>{x + 20}</ymax></bndbox></object>" for x, d in ((10, 0), (50, 1)))
+    (ann / "i.xml").write_text(f"<annotation><size><width>100</width><height>100</height></size>"
+                               f"{objects}</annotation>")
+    results = [{"image_id": "i", "category_name": "a", "bbox": [10, 10, 20, 20], "score": 0.9}]
+    out = evaluate_files(tmp_path / "voc", write(tmp_path / "dt.json", results), protocol="coco")
+    assert out.per_class["a"] == pytest.approx(1.0)  # the missed difficult object is not a miss
