@@ -99,10 +99,11 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
 
 
 def _check_category_names(cats: dict[int, dict], source: str) -> None:
-    """Category names are non-empty strings, each used once (detections may name classes)."""
+    """Category names are non-empty strings, each used once (detections may name classes);
+    a clash is reported by ascending id."""
     seen: dict[str, int] = {}
-    for cat_id, cat in cats.items():
-        name = cat["name"]
+    for cat_id in sorted(cats):
+        name = cats[cat_id]["name"]
         if not isinstance(name, str) or not name:
             raise DetectionError(f"{source}: category id {cat_id} has name {name!r}; give it a "
                                  "non-empty string name")

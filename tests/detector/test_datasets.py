@@ -351,6 +351,16 @@ def _broken(path: str, value) -> dict:
     ("annotations.3.id", 11, r"annotation #3 \(id 11\) repeats the id of annotation #0"),
     ("images.1.id", 7, r"images\[1\]: id 7 is not a unique integer"),
     ("categories.1.id", 18, r"categories\[1\]: id 18 is not a unique integer"),
+    ("annotations.0.bbox", [True, 2, 3, 4], r"annotation #0 \(id 11\): bbox must be 4"),
+    ("annotations.0.area", True, r"annotation #0 \(id 11\): area True is not"),
+    ("annotations.0.area", -1.0, r"annotation #0 \(id 11\): area -1.0 is not a finite number >= 0"),
+    ("annotations.0.area", 10 ** 400, r"annotation #0 \(id 11\): area 1000.*\.\.\. is not"),
+    ("annotations.0.iscrowd", "no", r"annotation #0 \(id 11\): iscrowd 'no' is not 0, 1"),
+    ("annotations.0.iscrowd", 0.5, r"iscrowd 0.5 is not 0, 1, true or false"),
+    ("categories.1.name", "dog", r"categories 1 and 18 are both named 'dog'"),
+    ("categories.1.name", None, r"category id 1 has name None"),
+    ("images.0.width", True, r"image id 7: width and height must be positive"),
+    ("images.0.width", 10 ** 30, r"image id 7: width and height must be positive"),
 ])
 def test_coco_malformed_names_source_and_entry(path, value, match):
     with pytest.raises(DetectionError, match=match) as err:
@@ -549,3 +559,43 @@ def test_coco_split_by_id_or_file_name(tmp_path):
     (tmp_path / "bad.txt").write_text("7\n")
     with pytest.raises(DetectionError, match="bad.txt.*'7'"):
         load_dataset(tmp_path / "gt.json", split=str(tmp_path / "bad.txt"))
+
+
+def test_coco_booleans_as_iscrowd_are_accepted():
+    obj = _broken("annotations.0.iscrowd", True)
+    assert parse_coco_instances(obj).ann_iscrowd.tolist() == [True, True, False, False]
+
+
+def test_subset_coco_instances_renumbers():
+    from detector.datasets import coco_class_mask, coco_split_mask, subset_coco_instances
+
+    inst = parse_coco_instances(coco_dict(), "x.json")  # images 3, 5, 7; categories 1, 18
+    sub = subset_coco_instances(inst, np.array([False, True, True]), np.array([True, False]))
+    assert sub.image_ids.tolist() == [5, 7] and sub.file_names == ("c.jpg", "b.jpg")
+    assert sub.category_ids.tolist() == [1] and sub.category_names == ("person",)
+    assert sub.ann_ids.tolist() == [12, 13]  # the person boxes of image 7, file order
+    assert sub.ann_image.tolist() == [1, 1] and sub.ann_label.tolist() == [1, 1]
+    assert sub.ann_bbox.tolist() == [[15, 5, 10, 10], [4, 4, 0, 3]]
+
+
+def test_coco_split_and_class_masks(tmp_path):
+    from detector.datasets import coco_class_mask, coco_split_mask
+
+    inst = parse_coco_instances(coco_dict(), "x.json")
+    assert coco_split_mask(inst, write(tmp_path / "s.txt", "7\nc.jpg\n7\n")).tolist() == [False, True, True]
+    assert coco_class_mask(inst, write(tmp_path / "c.txt", "dog\n")).tolist() == [False, True]
+    with pytest.raises(DetectionError, match=r"c.txt: class 'cat' is not a category of x.json"):
+        coco_class_mask(inst, write(tmp_path / "c.txt", "cat\n"))
+
+
+def test_loaders_refuse_numbers_too_long_and_xml_folders(tmp_path):
+    from detector.datasets.common import _read_split
+
+    with pytest.raises(DetectionError, match=r"s.txt line 2: image index 9{20}\.\.\. is out of range"):
+        _read_split(write(tmp_path / "s.txt", "a 1\nb " + "9" * 5000 + "\n"))
+    assert _read_split(write(tmp_path / "s.txt", "a \u00b2\n")) == [("a", 1)]  # not an index
+    with pytest.raises(DetectionError, match=r"class index 9{20} is out of range"):
+        read_class_list(write(tmp_path / "m.txt", "n01234567 " + "9" * 5000 + " x\n"))
+    (tmp_path / "xmls" / "b.xml").mkdir(parents=True)
+    with pytest.raises(DetectionError, match=r"b.xml: is a folder, not an XML file"):
+        load_voc_folder(tmp_path / "xmls")
