@@ -14,6 +14,7 @@ import numpy as np
 from detector.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset,
                                coco_split_mask, load_coco_instances, load_dataset,
                                subset_coco_instances)
+from detector.datasets.common import check_input_names
 from detector.datasets.ilsvrc import _is_class_map
 from detector.errors import DetectionError
 from eval import coco
@@ -45,6 +46,8 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
     by name (`check_options`) before anything is read; ground truth with nothing to evaluate
     (no object that counts) is an error, not a -1 or NaN mAP.
     """
+    check_input_names(gt=gt, detections=detections, images=images, classes=classes,
+                      blacklist=blacklist, split=split)
     protocol = check_options(gt, protocol, classes=classes, blacklist=blacklist)
     selection = [f"--{k}" for k, v in (("split", split), ("classes", classes),
                                       ("blacklist", blacklist)) if v is not None]

@@ -45,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Check the outputs, evaluate (`eval.evaluate_files`), print the table, write the files."""
     from detector.fileio import write_atomic
+    from detector.datasets.common import check_input_names
     from eval import evaluate_files, format_table
     from eval.evaluate import is_coco_json
 
+    check_input_names(gt=args.gt, detections=args.detections, images=args.images,
+                      classes=args.classes, blacklist=args.blacklist, split=args.split)
     if args.images is not None and is_coco_json(args.gt):
         raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
                              f"({args.gt}) reads no image; drop --images")
@@ -75,10 +78,17 @@ def run(args: argparse.Namespace) -> int:
 def check_outputs(args: argparse.Namespace) -> list[Path]:
     """--json and --plot checked before the work: writable files (folders created), not one
     another, and not an input (writing there would destroy it); --plot's format writable."""
+    from detector.datasets.common import _shown, over_long_part
+
     outputs = []
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is None:
             continue
+        long = over_long_part(path)  # first: Path.is_dir() raises on an over-long name
+        if long:
+            raise DetectionError(f"{flag} {_shown(str(path), 80)}: a name of "
+                                 f"{len(os.fsencode(long))} bytes, over the file system's 255; "
+                                 "choose a shorter one")
         out = check_output_file(path, flag)
         for other_flag, other in (("--gt", args.gt), ("--detections", args.detections),
                                   ("--json", args.json if flag == "--plot" else None)):

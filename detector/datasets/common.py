@@ -53,6 +53,25 @@ class Dataset:
     blacklist: frozenset[tuple[int, int]] = field(default_factory=frozenset)
 
 
+def check_input_names(**paths: PathLike | None) -> None:
+    """Refuse input paths the file system cannot even look up (a name over 255 bytes makes
+    ``stat`` fail with ENAMETOOLONG, which `Path.exists` does not absorb), naming the option
+    (the keyword, shown as its ``--flag``)."""
+    for key, path in paths.items():
+        if path is None or not isinstance(path, (str, os.PathLike)):
+            continue
+        long = over_long_part(path)
+        if long:
+            raise DetectionError(f"--{key} {_shown(str(path), 80)}: no such file (a name of "
+                                 f"{len(os.fsencode(long))} bytes, over the file system's "
+                                 "255); check the path")
+
+
+def over_long_part(path: PathLike) -> str | None:
+    """The first component of ``path`` longer than a file name can be (255 bytes), or None."""
+    return next((part for part in Path(path).parts if len(os.fsencode(part)) > 255), None)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

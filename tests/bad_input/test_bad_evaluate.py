@@ -180,6 +180,11 @@ CASES = {
     "blacklist_binary": lambda d: (ilsvrc(d, "--blacklist", put(d / "b.txt", b"\xff\x00")), [d / "b.txt"]),
     "blacklist_index_of_5000_digits": lambda d: (ilsvrc(d, "--blacklist", put(d / "b.txt", "9" * 5000 + " 1")),
                                                  [d / "b.txt", "line 1"]),
+    "gt_name_of_300_bytes": lambda d: (coco(d, None, d / ("g" * 300 + ".json")), ["--gt", "305 bytes"]),
+    "detections_name_of_300_bytes": lambda d: (coco(d, d / ("d" * 300 + ".json")),
+                                               ["--detections", "305 bytes"]),
+    "split_folder_name_of_256_bytes": lambda d: (coco(d, None, None, "--split", d / ("s" * 256) / "s.txt"),
+                                                 ["--split", "256 bytes"]),
     # --- requirement 3: garbage is not data
     "detections_bbox_boolean": bad_dets("d.json", det(bbox=[True, 10, 5, 5])),
     "detections_bbox_boolean_among_floats": bad_dets("d.json", det() + det(bbox=[1.5, 2.5, False, 5])),
@@ -230,6 +235,10 @@ OUTPUT_CASES = {
     "json_fine_but_evaluation_fails": lambda d: (coco(d, put(d / "d.json", "["), None, "--json",
                                                       d / "out" / "r.json", "--plot",
                                                       d / "out" / "pr.png"), [d / "d.json"]),
+    "json_name_of_300_bytes": lambda d: (coco(d, None, None, "--json", d / ("x" * 300 + ".json")),
+                                         ["--json", "305 bytes"]),
+    "plot_folder_name_of_600_bytes": lambda d: (coco(d, None, None, "--plot", d / ("\u00e9" * 300) / "p.png"),
+                                                ["--plot", "600 bytes"]),
     "json_in_read_only_folder": lambda d: ((d / "ro").mkdir(mode=0o555) or
                                            coco(d, None, None, "--json", d / "ro" / "r.json"),
                                            ["--json", "cannot write"]),
@@ -260,6 +269,10 @@ def test_the_good_fixtures_evaluate(data, capsys):
     out = data / "out" / "missing" / "r.json"  # a missing folder is created
     assert main([str(a) for a in coco(data, None, None, "--json", out)]) == 0
     assert json.loads(out.read_text())["protocol"] == "coco"
+    # Names of any alphabet, up to the file system's 255 bytes, are fine.
+    odd = data / "\u6570\u636e \u2014 \U0001F600" / ("\u00e9" * 120 + ".json")
+    put(odd, [DET])
+    assert main([str(a) for a in coco(data, odd, None, "--json", odd.with_name("r\u00e9s.json"))]) == 0
     assert main([str(a) for a in ["--gt", data / "voc", "--detections", data / "vdets.json",
                                   "--split", "val"]]) == 0
     assert main([str(a) for a in ilsvrc(data, "--blacklist", put(data / "b.txt", "2 1"))]) == 2
