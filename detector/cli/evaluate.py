@@ -43,20 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the outputs, evaluate (`eval.evaluate_files`), print the table, write the files."""
+    """Check the flags and outputs, evaluate (`eval.evaluate_files`), print the table, write
+    the files."""
     from detector.fileio import write_atomic
-    from detector.datasets.common import check_input_names
     from eval import evaluate_files, format_table
-    from eval.evaluate import is_coco_json
 
-    check_input_names(gt=args.gt, detections=args.detections, images=args.images,
-                      classes=args.classes, blacklist=args.blacklist, split=args.split)
-    if args.images is not None and is_coco_json(args.gt):
-        raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
-                             f"({args.gt}) reads no image; drop --images")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise DetectionError(f"--images {args.images}: no such folder; pass the folder of the "
-                             "XMLs' images, or drop --images")
+    check_inputs(args)
     check_outputs(args)
     result = evaluate_files(args.gt, args.detections, protocol=args.protocol,
                             images=args.images, classes=args.classes, blacklist=args.blacklist,
@@ -73,6 +65,23 @@ def run(args: argparse.Namespace) -> int:
         plot_curves(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """What `eval.evaluate_files` does not refuse itself: --images where this command reads no
+    image (COCO JSON ground truth; the test command passes it there, for detecting) or that is
+    not a folder. Over-long names first: looking them up would raise."""
+    from detector.datasets.common import check_input_names
+    from eval.evaluate import is_coco_json
+
+    check_input_names(gt=args.gt, detections=args.detections, images=args.images,
+                      classes=args.classes, blacklist=args.blacklist, split=args.split)
+    if args.images is not None and is_coco_json(args.gt):
+        raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
+                             f"({args.gt}) reads no image; drop --images")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise DetectionError(f"--images {args.images}: no such folder; pass the folder of the "
+                             "XMLs' images, or drop --images")
 
 
 def check_outputs(args: argparse.Namespace) -> list[Path]:

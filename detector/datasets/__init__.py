@@ -31,7 +31,7 @@ __all__ = ["CocoInstances", "Dataset", "ImageRecord", "coco_class_mask", "coco_d
 
 def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike | None = None,
                  blacklist: PathLike | None = None, split: str | None = None) -> Dataset:
-    """Ground truth in whichever format ``gt`` is (what ``tools/evaluate.py --gt`` calls).
+    """Ground truth in whichever format ``gt`` is (what the commands' ``--gt`` reads).
 
     A ``.json`` file: COCO (`load_coco`, ``images`` the image root). A folder with
     ``Annotations/``: PASCAL VOC (`load_voc`, ``split`` a name or a file). A folder of XMLs:

@@ -567,7 +567,7 @@ def test_coco_booleans_as_iscrowd_are_accepted():
 
 
 def test_subset_coco_instances_renumbers():
-    from detector.datasets import coco_class_mask, coco_split_mask, subset_coco_instances
+    from detector.datasets import subset_coco_instances
 
     inst = parse_coco_instances(coco_dict(), "x.json")  # images 3, 5, 7; categories 1, 18
     sub = subset_coco_instances(inst, np.array([False, True, True]), np.array([True, False]))
