@@ -36,6 +36,8 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
     cache = open_cache(data.proposals)
     if config.proposals is not None:
         check_cache_matches(cache, config.proposals, data.proposals)
+    # Read (and the MultiBox network checked) once, before any work: every checkpoint carries it.
+    record = proposal_record(cache, config.proposals.multibox if config.proposals else None)
     dataset = usable_images(dataset, cache, data.proposals, "training")
     val = validation_set(config, cache)
     spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
@@ -52,7 +54,7 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
     def save(model: torch.nn.Module, state: dict) -> None:
         write_checkpoint(Path(config.output), save_checkpoint, classes=list(dataset.classes),
                          spec=spec, state_dict=model.state_dict(),
-                         proposals=proposal_record(cache), **state)
+                         proposals=record, **state)
 
     return TrainingRun(model, batches, collate, step, save,
                        lambda model, epoch: validate(config, model, spec, device, epoch, val,

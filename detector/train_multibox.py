@@ -33,6 +33,10 @@ from proposals.multibox_training import (MultiBoxBatches, collate_multibox,
                                          sample_training_boxes)
 from proposals.priors import cluster_priors, mean_best_iou
 
+# Below this input side GoogLeNet's last stage is 1x1, and batch norm cannot train on a batch
+# of one image there ("expected more than 1 value per channel"); a test holds the boundary.
+ONE_IMAGE_MIN_SIZE = 47
+
 
 def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: torch.device,
                  amp: torch.dtype | None, resumed: dict | None) -> TrainingRun:
@@ -43,6 +47,7 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
     dataset = decodable_images(load_dataset(data.gt, images=data.images, classes=data.classes,
                                             split=data.train_split), "training")
     records = list(dataset.images)
+    check_batch_sizes(len(records), config)
     val = validation_set(config)
     if resumed is not None:
         priors = torch.as_tensor(resumed["priors"])
@@ -67,6 +72,19 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
                        shown=("loss", "matched_iou"),
                        columns=("loss", "loss_loc", "loss_conf", "matched_iou", "lr",
                                 "val_recall50", "val_recall70", "val_AR"))
+
+
+def check_batch_sizes(count: int, config: MultiBoxTrainConfig) -> None:
+    """Refuse, before any work, a run whose epochs would have a batch of one image at an input
+    size where batch norm cannot train on one (it would stop at the end of the first epoch)."""
+    per_batch = config.solver.images_per_batch
+    if config.model.input_size >= ONE_IMAGE_MIN_SIZE or (per_batch > 1 and count % per_batch != 1):
+        return
+    raise DetectionError(f"{count} training images in batches of solver.images_per_batch="
+                         f"{per_batch} leave a batch of 1 image, which batch norm cannot train "
+                         f"on at model.input_size {config.model.input_size} (< "
+                         f"{ONE_IMAGE_MIN_SIZE}); change solver.images_per_batch or raise "
+                         "model.input_size")
 
 
 def decodable_images(dataset: Dataset, what: str) -> Dataset:

@@ -143,5 +143,5 @@ def restore(payload: dict, model, optimizer, schedule, path: str) -> None:
     except (KeyError, RuntimeError, ValueError) as e:
         raise DetectionError(f"{path}: cannot resume from it ({e}); is it a training checkpoint "
                              "of this config?") from None
-    restore_rng(payload["rng"])
+    restore_rng(payload.get("rng"), path)
     print(f"resuming after epoch {payload['epoch']} from {path}")

@@ -196,7 +196,7 @@ Step = Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
 
 @dataclass
 class TrainingRun:
-    """What differs between the networks tools/train.py trains (classifier, MultiBox).
+    """What differs between the networks `detector.trainer.train` trains (classifier, MultiBox).
 
     ``batches`` has ``set_epoch(epoch)`` and yields whole batches (loader batch size 1,
     ``collate``); ``step(model, batch)`` returns the loss and its float parts (``"loss"`` among

@@ -134,3 +134,14 @@ def test_config_yaml_reads_back_as_the_same_config(tmp_path):
     again = tmp_path / "again.yaml"
     again.write_text(config_yaml(config))
     assert load_train_config(again) == config and isinstance(config, TrainConfig)
+
+
+def test_every_shipped_config_reads_and_checks():
+    from pathlib import Path
+
+    from detector.train_config import load_train_config
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert configs
+    tasks = {load_train_config(path).task for path in configs}
+    assert tasks == {"classifier", "multibox"}

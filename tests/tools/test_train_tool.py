@@ -182,3 +182,21 @@ def test_multibox_skips_images_that_cannot_be_decoded(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipping 1 of 4 training images that cannot be decoded" in out and "im1.png" in out
     assert load_checkpoint(tmp_path / "mb" / "last.pt", kind="multibox")["epoch"] == 1
+
+
+def test_multibox_refuses_a_batch_of_one_image_it_cannot_train(tiny, tmp_path, capsys):
+    # 4 images in batches of 3 leave one of 1: at input 32 batch norm cannot train on it.
+    from detector.train_multibox import ONE_IMAGE_MIN_SIZE
+    from proposals.multibox import MultiBox
+
+    net = MultiBox(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), 32).train()
+    net(torch.zeros(1, 3, ONE_IMAGE_MIN_SIZE, ONE_IMAGE_MIN_SIZE))  # trains on one image
+    with pytest.raises(ValueError):
+        net(torch.zeros(1, 3, ONE_IMAGE_MIN_SIZE - 1, ONE_IMAGE_MIN_SIZE - 1))
+    (tmp_path / "mb.yaml").write_text(f"task: multibox\ndata: {{gt: {tiny}}}\n"
+                                      "model: {num_priors: 4, input_size: 32, weights: null}\n"
+                                      "solver: {epochs: 1, images_per_batch: 3}\nloader_workers: 0\n")
+    assert train(["--config", str(tmp_path / "mb.yaml"), "--set", f"output={tmp_path / 'mb'}",
+                  "--device", "cpu"]) == 2
+    assert "solver.images_per_batch" in capsys.readouterr().err
+    assert not (tmp_path / "mb" / "last.pt").exists()
