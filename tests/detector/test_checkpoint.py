@@ -1,0 +1,184 @@
+"""Checkpoints: plain types only (weights_only reads them), exact training state, old formats,
+and the MultiBox network that travels inside a classifier checkpoint."""
+import os
+import pickle
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import proposals.combined as combined
+from detector.checkpoint import (FORMAT_VERSION, ModelSpec, load_checkpoint, read_torch_file,
+                                 save_checkpoint)
+from detector.errors import DetectionError
+from proposals.cache import ProposalCache
+from proposals.combined import (COMBINED, ProposalConfig, build_proposer, embedded_multibox,
+                                proposal_record, proposer_for)
+from proposals.multibox import MultiBox, network_digest, network_of, save_multibox
+from proposals.selective_search import SelectiveSearchConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PRIORS = torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.3, 0.2, 0.9, 0.9], [0.0, 0.5, 0.4, 1.0]])
+IMAGE = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+
+
+def classifier(path: Path, **extra) -> Path:
+    save_checkpoint(path, classes=["a"], spec=ModelSpec(1, 32, 2), state_dict={},
+                    proposals={"method": "selective_search", "params": {}}, **extra)
+    return path
+
+
+def test_values_weights_only_refuses_are_stored_plain_and_restored(tmp_path):
+    extra = {"counts": Counter({7: 1, 9: 2}), "array": np.arange(6, dtype=np.int16).reshape(2, 3),
+             "scalar": np.float32(0.25), "ordered": OrderedDict(b=1, a=(2, 3.5, None))}
+    payload = load_checkpoint(classifier(tmp_path / "c.pt", **extra))
+    assert type(payload["counts"]) is Counter and payload["counts"] == extra["counts"]
+    assert payload["array"].dtype == np.int16 and np.array_equal(payload["array"], extra["array"])
+    assert payload["scalar"] == 0.25 and payload["ordered"] == extra["ordered"]
+    assert type(payload["ordered"]) is OrderedDict
+    # On disk they are plain: a tagged dict and a tensor, which weights_only reads anywhere.
+    raw = read_torch_file(tmp_path / "c.pt", "missing")
+    assert raw["counts"]["items"] == {7: 1, 9: 2} and isinstance(raw["array"]["tensor"],
+                                                                torch.Tensor)
+    assert raw["format"] == FORMAT_VERSION
+
+
+def test_a_value_that_could_not_be_read_back_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="cannot hold a PosixPath"):
+        classifier(tmp_path / "c.pt", where=Path("runs"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_optimizer_and_step_schedule_resume_exactly(tmp_path):
+    """SGD momentum buffers and MultiStepLR (milestones: a Counter) through a checkpoint."""
+    def solver(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, [2, 3], gamma=0.5)
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer, schedule = solver(model)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+        schedule.step()
+    classifier(tmp_path / "c.pt", optimizer=optimizer.state_dict(),
+               scheduler=schedule.state_dict(), weights=model.state_dict())
+    payload = load_checkpoint(tmp_path / "c.pt")
+    twin = torch.nn.Linear(3, 2)
+    twin.load_state_dict(payload["weights"])
+    twin_optimizer, twin_schedule = solver(twin)
+    twin_optimizer.load_state_dict(payload["optimizer"])
+    twin_schedule.load_state_dict(payload["scheduler"])
+    assert type(twin_schedule.milestones) is Counter
+    for _ in range(3):
+        for m, o, s in ((model, optimizer, schedule), (twin, twin_optimizer, twin_schedule)):
+            o.zero_grad()
+            m(torch.ones(1, 3)).sum().backward()
+            o.step()
+            s.step()
+        assert schedule.get_last_lr() == twin_schedule.get_last_lr()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_format_1_checkpoints_are_still_read(tmp_path):
+    torch.save({"format": 1, "classes": ["a"], "model": {"num_classes": 1}, "state_dict": {},
+                "proposals": {"method": "selective_search", "params": {}}}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["classes"] == ["a"]
+
+
+def test_the_network_digest_is_its_content_not_its_file(tmp_path):
+    torch.manual_seed(0)
+    model = MultiBox(PRIORS, 32)
+    save_multibox(tmp_path / "a.pt", model, epoch=1)
+    save_multibox(tmp_path / "b.pt", model, epoch=2, config={"seed": 3})
+    digests = {network_digest(network_of(load_checkpoint(tmp_path / n, kind="multibox")))
+               for n in ("a.pt", "b.pt")}
+    assert len(digests) == 1
+    with torch.no_grad():
+        model.head.bias[0] += 1e-3
+    save_multibox(tmp_path / "c.pt", model)
+    assert network_digest(network_of(load_checkpoint(tmp_path / "c.pt", kind="multibox"))) \
+        not in digests
+
+
+@pytest.fixture
+def combined_world(tmp_path):
+    """A MultiBox checkpoint and a combined-proposals cache whose manifest names it."""
+    torch.manual_seed(1)
+    save_multibox(tmp_path / "mb.pt", MultiBox(PRIORS, 32), epoch=2)
+    config = ProposalConfig(SelectiveSearchConfig(max_boxes=20), str(tmp_path / "mb.pt"),
+                            multibox_top=2)
+    proposer = build_proposer(config)
+    cache = ProposalCache.create(tmp_path / "cache", proposer.method, proposer.params,
+                                 proposer.version)
+    return tmp_path, proposer, cache
+
+
+def test_a_cache_names_its_multibox_network_by_digest_not_path(combined_world):
+    root, proposer, cache = combined_world
+    assert cache.method == COMBINED
+    assert set(cache.params["multibox"]) == {"network_sha256", "top_n", "nms_iou"}
+    manifest = "".join(p.read_text() for p in (root / "cache").rglob("*.json"))
+    assert manifest and str(root) not in manifest and "mb.pt" not in manifest
+
+
+def test_a_classifier_checkpoint_carries_its_proposals_network(combined_world, monkeypatch):
+    """Saved with proposal_record, the checkpoint alone proposes as the MultiBox file did: the
+    file deleted, from another folder, in a fresh process (the pickled proposer reads the
+    network again from the checkpoint)."""
+    root, proposer, cache = combined_world
+    expected = proposer(IMAGE)
+    record = proposal_record(cache, root / "mb.pt")
+    save_checkpoint(root / "model" / "det.pt", classes=["a"], spec=ModelSpec(1, 32, 2),
+                    state_dict={}, proposals=record)
+    (root / "model").rename(root / "moved")
+    os.remove(root / "mb.pt")
+    monkeypatch.chdir(root / "cache")
+    combined._MODELS.clear()  # as a new process would start
+    payload = load_checkpoint(root / "moved" / "det.pt")
+    network = embedded_multibox(root / "moved" / "det.pt", payload["proposals"])
+    again = proposer_for(payload["proposals"]["method"], payload["proposals"]["params"],
+                         "det.pt", network)
+    assert again.params == proposer.params
+    assert np.array_equal(again(IMAGE), expected)
+    shipped = pickle.dumps(again)
+    assert len(shipped) < 10_000  # the network stays out of what workers are sent
+    combined._MODELS.clear()
+    assert np.array_equal(pickle.loads(shipped)(IMAGE), expected)
+
+
+def test_proposal_record_checks_the_network_before_training(combined_world):
+    root, proposer, cache = combined_world
+    with pytest.raises(DetectionError, match="cache: holds selective_search\\+multibox "
+                                             "proposals.*proposals.multibox"):
+        proposal_record(cache)
+    torch.manual_seed(2)
+    save_multibox(root / "other.pt", MultiBox(PRIORS, 32))
+    with pytest.raises(DetectionError, match="other.pt: not the MultiBox network that made"):
+        proposal_record(cache, root / "other.pt")
+    plain = ProposalCache.create(root / "ss", "selective_search", {}, 1)
+    with pytest.raises(DetectionError, match="ss: holds selective_search proposals, without"):
+        proposal_record(plain, root / "mb.pt")
+    assert proposal_record(plain) == {"method": "selective_search", "params": {}}
+
+
+def test_a_classifier_checkpoint_as_multibox_is_refused_when_the_proposer_is_built(tmp_path):
+    with pytest.raises(DetectionError, match="c.pt: a classifier checkpoint where a multibox is "
+                                             "needed; pass it to the detect/test commands' "
+                                             "--checkpoint"):
+        build_proposer(ProposalConfig(multibox=str(classifier(tmp_path / "c.pt"))))
+
+
+def test_a_multibox_file_whose_weights_do_not_fit_is_refused_up_front(tmp_path):
+    torch.manual_seed(0)
+    save_multibox(tmp_path / "mb.pt", MultiBox(PRIORS, 32))
+    payload = load_checkpoint(tmp_path / "mb.pt", kind="multibox")
+    payload["priors"] = PRIORS[:2]  # 2 slots, a head for 3
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(DetectionError, match="bad.pt: malformed MultiBox network"):
+        build_proposer(ProposalConfig(multibox=str(tmp_path / "bad.pt")))
