@@ -211,3 +211,37 @@ def test_cuda_without_a_gpu(images, checkpoints, capsys):
     assert main([str(images / "single.png"), "--checkpoint", str(checkpoints / "a.pt"),
                  "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_exif_rotated_photo_gives_one_set_of_boxes_with_and_without_proposals(
+        checkpoints, tmp_path, capsys):
+    """One rule: the stored pixel grid, never the EXIF orientation, whether the proposals are
+    computed or read from a cache the propose command made on the folder."""
+    from detector.cli.propose import main as propose
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = Image.open(write_image(tmp_path / "plain.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display (a 64 x 48 grid shows 48 x 64)
+    image.save(folder / "rotated.jpg", quality=95, exif=exif.tobytes())
+    assert propose(["--images", str(folder), "--out", str(tmp_path / "cache"), "--max-boxes", "6",
+                    "--min-box-side", "8", "--workers", "1"]) == 0
+    args = [str(folder), "--checkpoint", str(checkpoints / "a.pt"), "--score-threshold", "0"]
+    assert main(args + ["--out", str(tmp_path / "computed")]) == 0
+    assert main(args + ["--out", str(tmp_path / "cached"), "--proposals", str(tmp_path / "cache")]) == 0
+    computed, cached = (json.loads((tmp_path / name / "detections.json").read_text())
+                        for name in ("computed", "cached"))
+    assert computed and computed == cached
+    boxes = np.array([r["bbox"] for r in computed])
+    assert (boxes[:, 0] + boxes[:, 2]).max() <= 64 and (boxes[:, 1] + boxes[:, 3]).max() <= 48
+    with Image.open(tmp_path / "computed" / "rotated.jpg") as drawn:
+        assert drawn.size == (64, 48)  # the annotated copy is in the stored grid too
+
+
+def test_every_output_path_is_checked_before_the_work(images, checkpoints, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main([str(images / "single.png"), "--checkpoint", str(checkpoints / "a.pt"),
+                 "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr()
+    assert "--out" in err.err and "is a file" in err.err and "network(s)" not in err.out
