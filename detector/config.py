@@ -114,7 +114,8 @@ def from_dict(cls: type[T], data: dict, where: str, prefix: str = "") -> T:
         raise DetectionError(f"{where}: unknown key {prefix}{unknown[0]}; "
                              f"known keys here: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
-    values = {name: _convert(hints[name], value, where, prefix + name) for name, value in data.items()}
+    values = {name: _convert(hints[name], value, where, prefix + name)
+              for name, value in data.items()}
     try:
         return cls(**values)
     except ConfigValueError as e:
@@ -157,7 +158,8 @@ def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
     if origin is typing.Literal:
         if value in args:
             return value
-        raise DetectionError(f"{where}: {key} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        raise DetectionError(f"{where}: {key} must be one of {', '.join(map(repr, args))}, "
+                             f"got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise _type_error(where, key, hint, value)

@@ -79,9 +79,10 @@ def failed_ids(cache: ProposalCache, ids: list) -> set:
     return {i for i in ids if i not in cache and cache.failure(i) is not None}
 
 
-def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str) -> Dataset:
-    """``dataset`` without the images whose proposals failed (printed); any other image
-    without proposals is an error naming the command that computes them."""
+def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str,
+                  drop: bool = True) -> Dataset:
+    """``dataset`` without (``drop``) the images whose proposals failed, their count printed;
+    any other image without proposals is an error naming the command that computes them."""
     ids = [r.image_id for r in dataset.images]
     failed = failed_ids(cache, ids)
     missing = [i for i in ids if i not in failed and i not in cache]
@@ -91,12 +92,15 @@ def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str) 
                              f"propose --gt {dataset.source} --out {root}")
     if not failed:
         return dataset
-    if len(failed) == len(ids):
+    if len(failed) == len(ids) and drop:
         raise DetectionError(f"{root}: the proposals of every {what} image failed (reasons in "
                              f"{cache.root / 'failed'}); fix or replace the images and run the "
                              "propose command again")
+    counted = "" if drop else ", their objects counted as missed"
     print(f"skipping {len(failed)} of {len(ids)} {what} images whose proposals failed (damaged "
-          f"files; reasons in {cache.root / 'failed'})")
+          f"files{counted}; reasons in {cache.root / 'failed'})")
+    if not drop:
+        return dataset
     return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in failed))
 
 
@@ -116,7 +120,10 @@ def validation_set(config: TrainConfig, cache: ProposalCache) -> Dataset | None:
         return None
     val = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
                        split=config.data.val_split)
-    return usable_images(val, cache, config.data.proposals, "validation")
+    # Kept whole: `evaluate_model` skips failed images and counts their objects as missed, as
+    # the test command does, so the validation mAP is the number the test command reports.
+    usable_images(val, cache, config.data.proposals, "validation", drop=False)
+    return val
 
 
 def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, epoch: int,

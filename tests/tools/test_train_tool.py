@@ -1,4 +1,5 @@
-"""The train command (detector.cli.train) on a tiny generated dataset: checkpoints, metrics, determinism, exact resume."""
+"""The train command (detector.cli.train) on a tiny generated dataset: checkpoints, metrics,
+determinism, exact resume, extended runs, config.yaml, skipped damaged images."""
 import csv
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def test_images_whose_proposals_failed_are_skipped(tiny, tmp_path, capsys):
                "--set", f"data.val_split={tmp_path / 'val.txt'}") == 0
     out = capsys.readouterr().out
     assert f"skipping 1 of 4 training images whose proposals failed" in out
-    assert "skipping 1 of 2 validation images" in out and str(cache_dir / "failed") in out
+    assert "skipping 1 of 2 validation images" in out and "counted as missed" in out
+    assert str(cache_dir / "failed") in out
     assert load_checkpoint(tmp_path / "a" / "last.pt")["epoch"] == 1
 
 
@@ -175,7 +177,8 @@ def test_multibox_skips_images_that_cannot_be_decoded(tiny, tmp_path, capsys):
     (data / "im1.png").write_bytes(png[:len(png) // 3])  # a truncated photo
     (tmp_path / "mb.yaml").write_text(f"task: multibox\ndata: {{gt: {data}}}\n"
                                       "model: {num_priors: 4, input_size: 32, weights: null}\n"
-                                      "solver: {epochs: 1, images_per_batch: 3}\nloader_workers: 0\n")
+                                      "solver: {epochs: 1, images_per_batch: 3}\n"
+                                      "loader_workers: 0\n")
     capsys.readouterr()
     assert train(["--config", str(tmp_path / "mb.yaml"), "--set", f"output={tmp_path / 'mb'}",
                   "--device", "cpu"]) == 0
@@ -195,7 +198,8 @@ def test_multibox_refuses_a_batch_of_one_image_it_cannot_train(tiny, tmp_path, c
         net(torch.zeros(1, 3, ONE_IMAGE_MIN_SIZE - 1, ONE_IMAGE_MIN_SIZE - 1))
     (tmp_path / "mb.yaml").write_text(f"task: multibox\ndata: {{gt: {tiny}}}\n"
                                       "model: {num_priors: 4, input_size: 32, weights: null}\n"
-                                      "solver: {epochs: 1, images_per_batch: 3}\nloader_workers: 0\n")
+                                      "solver: {epochs: 1, images_per_batch: 3}\n"
+                                      "loader_workers: 0\n")
     assert train(["--config", str(tmp_path / "mb.yaml"), "--set", f"output={tmp_path / 'mb'}",
                   "--device", "cpu"]) == 2
     assert "solver.images_per_batch" in capsys.readouterr().err
