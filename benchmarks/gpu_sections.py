@@ -27,7 +27,7 @@ from eval.evaluate import evaluate_results
 from proposals.cache import ProposalCache
 from proposals.combined import ProposalConfig, Proposer
 from proposals.selective_search import SelectiveSearchConfig
-from tools.test import dataset_category_ids
+from detector.cli.test import dataset_category_ids
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NUM_CLASSES = 20  # a VOC-sized head for the synthetic sections; raccoon's 1 class in (c), (e)
@@ -302,7 +302,7 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
     if checkpoints:
         loaded = load_ensemble(checkpoints, device)
         members, spec = loaded.members, loaded.spec
-        ids = dataset_category_ids(loaded, test.dataset, checkpoints[0])
+        ids = dataset_category_ids(loaded.classes, test.dataset, checkpoints[0])
     else:
         members, spec, ids = (networks(1, 1, sizes.input_size, device),
                               ModelSpec(1, sizes.input_size, sizes.context_pad), [1])

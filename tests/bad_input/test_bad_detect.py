@@ -121,8 +121,8 @@ def test_detect_refuses(case, setup, tmp_path, capsys):
 def test_detect_baseline_refuses(case, setup, tmp_path, capsys):
     argv, names = DETECT_BASELINE_CASES[case]
     before = files_below(tmp_path)
-    assert_one_line_error(capsys, detect_command, fill(argv, setup) + ["--out", str(tmp_path / "o")],
-                          *fill(names, setup))
+    argv = fill(argv, setup) + ["--out", str(tmp_path / "o")]
+    assert_one_line_error(capsys, detect_command, argv, *fill(names, setup))
     assert_no_partial_files(before, tmp_path)
 
 
@@ -160,8 +160,8 @@ def corpus_run(corpus, setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus_out")
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = detect_command([str(folder), "--checkpoint", str(setup / "a.pt"), "--out", str(out),
-                         "--score-threshold", "0"])
+        status = detect_command([str(folder), "--checkpoint", str(setup / "a.pt"),
+                                 "--out", str(out), "--score-threshold", "0"])
     return status, stdout.getvalue(), stderr.getvalue(), out
 
 

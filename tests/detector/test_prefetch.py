@@ -88,3 +88,16 @@ def test_reads_a_bounded_window_ahead_and_closing_stops_the_pool(items, tmp_path
 def test_rejects_negative_workers(items):
     with pytest.raises(DetectionError, match="workers -1"):
         next(prefetch_inputs(items, workers=-1))
+
+
+def test_keep_going_yields_a_failure_in_the_image_s_place(items, tmp_path):
+    from detector.prefetch import Failure
+
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    listed = [items[0], ("bad", str(tmp_path / "bad.png")), items[1]]
+    got = list(prefetch_inputs(listed, proposer=SMALL_SEARCH, workers=1, keep_going=True))
+    assert isinstance(got[1], Failure) and got[1][:2] == listed[1] and "bad.png" in got[1].reason
+    expected = list(iter_inputs([items[0], items[1]], proposer=SMALL_SEARCH))
+    for want, have in zip(expected, (got[0], got[2])):
+        assert want[:2] == have[:2] and np.array_equal(want[2], have[2])
+        assert np.array_equal(want[3], have[3])

@@ -1,5 +1,5 @@
-"""The detect command (detector.cli.detect): printed detections, annotated images, results JSON; the default ImageNet
-model; every user error is one line on stderr and exit status 2."""
+"""The detect command (detector.cli.detect): printed detections, annotated images, results
+JSON; the default ImageNet model; every user error is one line on stderr and exit status 2."""
 import json
 from urllib.error import URLError
 
@@ -90,7 +90,8 @@ def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
     printed = capsys.readouterr().out  # nothing scores 1: the message says what would show
     rows = json.loads((single / "detections.json").read_text())
     best = max(d["score"] for d in rows)
-    assert f"0 detection(s) shown of {len(rows)} (best score {best:.3f}; --score-threshold 1 hides them: " \
+    assert f"0 detection(s) shown of {len(rows)} (best score {best:.3f}; " \
+           "--score-threshold 1 hides them: " \
            f"pass --score-threshold {int(best * 1000) / 1000:g} or lower" in printed, printed
     assert main(args + ["--checkpoint", str(checkpoints / "b.pt"), "--out", str(pair)]) == 0
     one = json.loads((single / "detections.json").read_text())
@@ -229,7 +230,8 @@ def test_exif_rotated_photo_gives_one_set_of_boxes_with_and_without_proposals(
                     "--min-box-side", "8", "--workers", "1"]) == 0
     args = [str(folder), "--checkpoint", str(checkpoints / "a.pt"), "--score-threshold", "0"]
     assert main(args + ["--out", str(tmp_path / "computed")]) == 0
-    assert main(args + ["--out", str(tmp_path / "cached"), "--proposals", str(tmp_path / "cache")]) == 0
+    assert main(args + ["--out", str(tmp_path / "cached"),
+                        "--proposals", str(tmp_path / "cache")]) == 0
     computed, cached = (json.loads((tmp_path / name / "detections.json").read_text())
                         for name in ("computed", "cached"))
     assert computed and computed == cached

@@ -1,5 +1,5 @@
-"""The test command (detector.cli.test) on a tiny generated VOC folder: detections JSON, evaluation table, class
-mapping by name, errors."""
+"""The test command (detector.cli.test) on a tiny generated VOC folder: detections JSON,
+evaluation table, class mapping by name, errors."""
 import json
 
 import numpy as np
@@ -102,7 +102,8 @@ def test_errors_are_one_line_and_exit_2(voc, checkpoint, tmp_path, capsys):
     ]
     for args, message in cases:
         assert main(["--gt", str(voc), "--out", str(tmp_path / "d")] + args) == 2
-        err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("test:")]
+        err = [ln for ln in capsys.readouterr().err.strip().splitlines()
+               if not ln.startswith("test:")]
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "d" / "detections.json").exists()
 
