@@ -4,7 +4,9 @@ GoogLeNet's detection entry doubled selective search's superpixel size (half the
 added the 200 most confident MultiBox boxes after NMS. `Proposer` is that stage for one image;
 its ``method`` / ``params`` are what a proposal cache's manifest and a detector checkpoint
 record, so proposals can be recomputed exactly (`proposer_for`) or a stale cache refused
-(`check_cache_matches`).
+(`check_cache_matches`). The MultiBox network is named there by a digest of its content, never
+by a path; a classifier checkpoint carries the network itself (`proposal_record`), so the one
+file is the whole model, wherever it is copied.
 
 Merging: the MultiBox boxes come first (they are ranked by confidence), then the selective
 search boxes that are not near-duplicates of one of them (IoU >= ``NEAR_DUPLICATE_IOU``, the

@@ -1,7 +1,9 @@
 """MultiBox through the tools: train (task: multibox), propose --multibox / --config, a detector
-trained on combined proposals that detect.py recomputes on the fly, stale caches refused."""
+trained on combined proposals that detect.py recomputes on the fly (the model one file: it
+carries its MultiBox network), stale caches refused."""
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,8 @@ from detector.checkpoint import load_checkpoint
 from proposals.cache import ProposalCache
 from proposals.combined import COMBINED, MULTIBOX, merge_proposals
 from proposals.multibox import load_multibox, predict
-from tools.detect import main as detect
-from tools.propose import main as propose
+from detector.cli.detect import main as detect
+from detector.cli.propose import main as propose
 from detector.cli.train import main as train
 
 from _tiny import make_tiny
@@ -115,6 +117,39 @@ output: {tmp_path / 'det'}
     err = capsys.readouterr().err
     assert f"{tmp_path / 'cache'}: this cache holds {COMBINED} proposals" in err
     assert "tools/propose.py --config" in err
+
+
+def test_a_combined_model_is_one_file(tiny, tmp_path, monkeypatch):
+    """Trained with a MultiBox checkpoint given by a relative path, the classifier checkpoint
+    detects the same after it is moved, the MultiBox file deleted and the working directory
+    changed, in this process and in proposal worker processes."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nets").mkdir()
+    shutil.copy(tiny / "mb" / "epoch_002.pt", tmp_path / "nets" / "mb.pt")
+    config = (tiny / "tiny.yaml").read_text().replace(f"proposals: {tiny / 'cache'}",
+                                                     "proposals: cache")
+    config += ("proposals:\n  selective_search: {min_box_side: 4.0}\n  multibox: nets/mb.pt\n"
+               "  multibox_top: 5\noutput: det\n")
+    (tmp_path / "combined.yaml").write_text(config)
+    assert propose(["--config", "combined.yaml"]) == 0
+    assert "mb.pt" not in (tmp_path / "cache" / "manifest.json").read_text()
+    assert train(["--config", "combined.yaml", "--device", "cpu", "--set", "solver.epochs=1"]) == 0
+    image = str(tiny / "im1.png")
+    assert detect([image, "--checkpoint", "det/last.pt", "--out", "before", "--device", "cpu",
+                   "--score-threshold", "0"]) == 0
+    before = json.loads((tmp_path / "before" / "detections.json").read_text())
+    assert before
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(tmp_path / "det" / "last.pt", tmp_path / "elsewhere" / "model.pt")
+    shutil.rmtree(tmp_path / "nets")
+    shutil.rmtree(tmp_path / "det")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for workers in ("0", "1"):
+        assert detect([image, "--checkpoint", "model.pt", "--out", f"after{workers}",
+                       "--device", "cpu", "--score-threshold", "0", "--workers", workers]) == 0
+        after = json.loads((tmp_path / "elsewhere" / f"after{workers}" / "detections.json")
+                           .read_text())
+        assert after == before
 
 
 def test_bad_multibox_inputs_are_one_line_errors(tiny, tmp_path, capsys):
