@@ -20,7 +20,6 @@ Boxes are float32 ``(x1, y1, x2, y2)`` in pixels of that grid; labels 1..K name
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -172,10 +171,10 @@ class Detector:
         if checkpoints and imagenet_weights is not None:
             raise DetectionError(f"imagenet_weights {imagenet_weights} applies only without a "
                                  "checkpoint (the ImageNet baseline); drop one of them")
-        ensemble = load_model(list(checkpoints), device, imagenet_weights)
-        if len(ensemble.members) == 1 and path.stacked:
+        if path.stacked and len(checkpoints) < 2:
             raise DetectionError("stacked members need an ensemble; --stacked (stacked=True) "
-                                 "with one checkpoint does nothing: drop it")
+                                 "with one network does nothing: drop it")
+        ensemble = load_model(list(checkpoints), device, imagenet_weights)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
                    cache=cache, proposer=proposer, score_threshold=score_threshold,
@@ -269,9 +268,6 @@ def proposal_source(proposals: str | os.PathLike | ProposalCache | None, ensembl
                   f"{ensemble.proposal_params}")
         return cache, None
     where = checkpoints[0] if checkpoints else "the ImageNet model"
-    return None, proposer_for(ensemble.proposal_method, ensemble.proposal_params, where)
+    return None, proposer_for(ensemble.proposal_method, ensemble.proposal_params, where,
+                              ensemble.proposal_network)
 
-
-def best_score(scores: np.ndarray) -> float:
-    """The highest score, or nan for none (for messages)."""
-    return float(scores.max()) if len(scores) else math.nan

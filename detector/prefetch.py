@@ -9,7 +9,6 @@ runs at the pace of the slower of them instead of their sum. Output and order ar
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -17,7 +16,6 @@ from multiprocessing.pool import AsyncResult
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from detector.errors import DetectionError
 from detector.pipeline import load_input

@@ -247,3 +247,29 @@ def test_every_output_path_is_checked_before_the_work(images, checkpoints, tmp_p
                  "--out", str(tmp_path / "file")]) == 2
     err = capsys.readouterr()
     assert "--out" in err.err and "is a file" in err.err and "network(s)" not in err.out
+
+
+def test_two_torchrun_ranks_over_a_folder_write_what_one_process_writes(images, checkpoints,
+                                                                        tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [str(images / "single.png"), str(images / "folder"), "--checkpoint",
+            str(checkpoints / "a.pt"), "--device", "cpu", "--score-threshold", "0"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(port), "tools/detect.py", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone writes the JSON and reports
+    one, two = (tmp_path / "one" / "detections.json"), (tmp_path / "two" / "detections.json")
+    assert json.loads(one.read_text()) and two.read_text() == one.read_text()
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "one").iterdir())
