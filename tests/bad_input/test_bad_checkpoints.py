@@ -7,7 +7,6 @@ train with model.weights: FILE (classifier and MultiBox tasks).
 """
 from __future__ import annotations
 
-import importlib
 import io
 import pickletools
 import zipfile
@@ -20,6 +19,10 @@ from PIL import Image
 
 from _check import assert_no_partial_files, assert_one_line_error, files_below
 from detector.checkpoint import FORMAT_VERSION, ModelSpec, save_checkpoint
+from detector.cli.detect import main as detect
+from detector.cli.propose import main as propose
+from detector.cli.test import main as cli_test
+from detector.cli.train import main as train
 from detector.classifier import RegionClassifier
 from proposals.cache import ProposalCache
 from proposals.multibox import MultiBox, save_multibox
@@ -27,14 +30,6 @@ from proposals.multibox import MultiBox, save_multibox
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZE = 32
-
-
-def command(name: str):
-    """The ``main`` of a command (its library module; the script's while it is being moved)."""
-    try:
-        return importlib.import_module(f"detector.cli.{name}").main
-    except ModuleNotFoundError:
-        return importlib.import_module(f"tools.{name}").main
 
 
 class OpensMarker:
@@ -111,10 +106,10 @@ def train_config(world: Path, folder: Path, weights: Path, task: str) -> Path:
     return config
 
 
-# Each entry point and the command it runs.
-ENTRY_POINTS = {"detect --checkpoint": "detect", "test --checkpoint": "test",
-                "train --resume": "train", "propose --multibox": "propose",
-                "train model.weights": "train", "train task multibox model.weights": "train"}
+# Each entry point and the command (its main) that it runs.
+ENTRY_POINTS = {"detect --checkpoint": detect, "test --checkpoint": cli_test,
+                "train --resume": train, "propose --multibox": propose,
+                "train model.weights": train, "train task multibox model.weights": train}
 
 
 def argv_for(entry: str, file: Path, world: Path, folder: Path) -> list:
@@ -137,7 +132,7 @@ def assert_refused(capsys, entry: str, file: Path, world: Path, folder: Path, *n
     """``entry`` with ``file``: one error line naming it (and ``names``), nothing written."""
     argv = argv_for(entry, file, world, folder)
     before = files_below(folder, world)
-    line = assert_one_line_error(capsys, command(ENTRY_POINTS[entry]), argv, file, *names)
+    line = assert_one_line_error(capsys, ENTRY_POINTS[entry], argv, file, *names)
     assert_no_partial_files(before, folder, world)
     return line
 
