@@ -84,7 +84,8 @@ def to_plain(value: object) -> object:
     if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
         return type(value)(to_plain(v) for v in value)
     if isinstance(value, np.ndarray):
-        return {_TYPE_KEY: "ndarray", "tensor": torch.from_numpy(np.ascontiguousarray(value).copy())}
+        tensor = torch.from_numpy(np.ascontiguousarray(value).copy())
+        return {_TYPE_KEY: "ndarray", "tensor": tensor}
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (torch.Tensor, str, bytes, bool, int, float,

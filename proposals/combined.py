@@ -48,7 +48,7 @@ class MultiBoxSource:
     checks it against ``digest`` and keeps it (`multibox_model`)."""
 
     path: str         # absolute path of the file that holds the network
-    embedded: bool    # True: a classifier checkpoint's proposal record; False: a MultiBox checkpoint
+    embedded: bool    # True: in a classifier checkpoint's proposal record; False: a MultiBox one
     digest: str       # proposals.multibox.network_digest of the network
 
 
