@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.propose import main as propose
+from detector.cli.propose import main as propose
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -11,7 +11,8 @@ Torch-free: the train command reads and checks its config before torch is import
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -289,3 +290,30 @@ def _task(data: dict, overrides: list[str]) -> object:
         key, _, value = item.partition("=")
         task = value.strip() if key.strip() == "task" else task
     return task
+
+
+def absolute_paths(config: AnyTrainConfig) -> AnyTrainConfig:
+    """``config`` with every path it names made absolute (against the working directory), so
+    the config stored in checkpoints and ``config.yaml`` means the same from any folder.
+
+    Split values stay as they are unless they name an existing file (a VOC split is a name);
+    ``model.weights: imagenet`` and null stay too.
+    """
+    def absolute(value: str | None, must_exist: bool = False) -> str | None:
+        if not value or (must_exist and not Path(value).is_file()):
+            return value
+        return os.path.abspath(os.path.expanduser(value))  # normalised: no ".." left
+
+    data = config.data
+    data = replace(data, gt=absolute(data.gt), images=absolute(data.images),
+                   classes=absolute(data.classes),
+                   train_split=absolute(data.train_split, must_exist=True),
+                   val_split=absolute(data.val_split, must_exist=True),
+                   **({"proposals": absolute(data.proposals)} if hasattr(data, "proposals") else {}))
+    weights = config.model.weights
+    model = replace(config.model, weights=weights if weights == "imagenet" else absolute(weights))
+    changes = {"data": data, "model": model, "output": absolute(config.output)}
+    if getattr(config, "proposals", None) is not None:
+        changes["proposals"] = replace(config.proposals,
+                                       multibox=absolute(config.proposals.multibox))
+    return replace(config, **changes)

@@ -25,8 +25,8 @@ from detector.errors import DetectionError
 from detector.fileio import write_atomic
 from detector.run_files import MetricsLog
 from detector.train_classifier import classifier_run
-from detector.train_config import (AnyTrainConfig, Solver, check_resumable, config_from_dict,
-                                   config_yaml)
+from detector.train_config import (AnyTrainConfig, Solver, absolute_paths, check_resumable,
+                                   config_from_dict, config_yaml)
 from detector.training import capture_rng, restore_rng, train_one_epoch
 
 
@@ -39,7 +39,8 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
     `RESUMABLE` keys. A run already at ``solver.epochs`` prints so and returns without work.
     Everything a user can get wrong is checked before the first step.
     """
-    payload, start = None, 0
+    # Stored in every checkpoint and config.yaml: paths that mean the same from any folder.
+    config, payload, start = absolute_paths(config), None, 0
     if resume is not None:
         payload = load_checkpoint(resume, kind=None)  # either task
         start = resume_start(payload, config, str(resume))
@@ -111,7 +112,8 @@ def resume_start(payload: dict, config: AnyTrainConfig, where: str) -> int:
     if "config" not in payload or "epoch" not in payload:
         raise DetectionError(f"{where}: not a training checkpoint (no config/epoch); resume "
                              "from an epoch_NNN.pt or last.pt of a training run")
-    check_resumable(config_from_dict(payload["config"], where), config, where)
+    stored = absolute_paths(config_from_dict(payload["config"], where))
+    check_resumable(stored, absolute_paths(config), where)
     return int(payload["epoch"])
 
 

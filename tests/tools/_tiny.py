@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.propose import main as propose
+from detector.cli.propose import main as propose
 
 CLASSES = ("red", "blue")
 

@@ -133,6 +133,31 @@ def test_config_yaml_reproduces_the_run(tiny, tmp_path):
     assert not list((tmp_path / "a").glob("*.tmp"))
 
 
+def test_stored_config_names_absolute_paths_and_resumes_from_anywhere(tiny, tmp_path,
+                                                                     monkeypatch):
+    # A config written with paths relative to the working directory: the run stores them
+    # absolute (checkpoint and config.yaml), so it resumes from any other folder.
+    import os
+
+    import yaml
+
+    monkeypatch.chdir(tiny)
+    config = yaml.safe_load((tiny / "tiny.yaml").read_text())
+    config["data"] = {"gt": ".", "proposals": "cache"}
+    (tiny / "relative.yaml").write_text(yaml.safe_dump(config))
+    out = os.path.relpath(tmp_path / "rel", tiny)
+    assert train(["--config", "relative.yaml", "--set", "solver.epochs=1", "--set",
+                  f"output={out}", "--device", "cpu"]) == 0
+    stored = load_checkpoint(tmp_path / "rel" / "last.pt")["config"]
+    assert stored["data"]["gt"] == str(tiny) and stored["data"]["proposals"] == str(tiny / "cache")
+    assert stored["output"] == str(tmp_path / "rel")
+    assert yaml.safe_load((tmp_path / "rel" / "config.yaml").read_text()) == yaml.safe_load(
+        yaml.safe_dump(stored))
+    monkeypatch.chdir(tmp_path)
+    assert train(["--resume", "rel/last.pt", "--set", "solver.epochs=2", "--device", "cpu"]) == 0
+    assert load_checkpoint(tmp_path / "rel" / "last.pt")["epoch"] == 2
+
+
 def test_python_users_train_through_the_same_function(tiny, tmp_path):
     from detector.train_config import TrainConfig, load_train_config
     from detector.trainer import train as train_config
