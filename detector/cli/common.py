@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,11 +24,14 @@ _EXTRA_HINT = "pip install 'googlenet-detection[detect]' (or -e \".[detect]\" in
 def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Call a command's ``run(args)``; a user's mistake is one line on stderr and exit status 2.
 
-    ``run`` returns an exit status (None = 0). A `DetectionError` prints ``error: <message>``;
+    ``run`` returns an exit status (None = 0). Warnings print as one ``warning: <message>``
+    line each (not Python's two lines with the source). A `DetectionError` prints ``error: <message>``;
     a missing optional dependency prints which extra installs it; Ctrl-C exits with 130.
     """
     try:
-        return run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return run(args) or 0
     except DetectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -40,6 +44,12 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=file or sys.stderr)  # on its own line, not a bar's
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:
