@@ -1,10 +1,11 @@
 """The test command: a trained detector over a dataset split, then its evaluation.
 
-    gdet-test --gt ../shared/data/raccoon_voc --split test \\
-        --checkpoint runs/raccoon/last.pt --proposals cache/raccoon --out test/raccoon
+    gdet-test --gt ../shared/data/raccoon/annotations --images ../shared/data/raccoon/images \\
+        --split ../shared/data/raccoon/data/test_labels.csv --protocol voc \\
+        --checkpoint runs/raccoon_cpu/last.pt --proposals cache/raccoon_ss_x2 --out test_results/raccoon
     gdet-test --gt instances_val2017.json --images val2017/ \\
-        --checkpoint a.pt --checkpoint b.pt --proposals cache/coco_val --out test/coco
-    torchrun --nproc-per-node 4 tools/test.py --gt ... --checkpoint a.pt --out test/x
+        --checkpoint a.pt --checkpoint b.pt --proposals cache/coco_val --out test_results/coco
+    torchrun --nproc-per-node 4 tools/test.py --gt ... --checkpoint a.pt --out test_results/x
 
 --out is a folder (as the detect command's): OUT/detections.json, a COCO results list with the
 dataset's own image and category ids, and OUT/evaluation.json ({protocol, mAP, per_class,
