@@ -248,9 +248,8 @@ def load_model(checkpoints: list[str | os.PathLike], device: torch.device,
         if imagenet_weights is not None:
             raise
         # Name the ways out: a trained checkpoint, or the weights as a local file.
-        raise DetectionError(f"{e}; or pass --checkpoint CKPT (a model from tools/train.py) "
-                             "or --imagenet-weights FILE (Detector.load(imagenet_weights=...)) "
-                             "with googlenet-1378be20.pth from torchvision") from None
+        raise DetectionError(f"{e}; or detect with a model of your own: --checkpoint CKPT "
+                             "(README, 'Offline')") from None
 
 
 def proposal_source(proposals: str | os.PathLike | ProposalCache | None, ensemble: Ensemble,

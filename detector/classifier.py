@@ -221,9 +221,11 @@ def _download_imagenet() -> dict[str, Tensor]:
     except Exception as e:  # URLError, HTTPError, hash mismatch, ...: all mean "no weights"
         reason = f"{type(e).__name__}: {e}".replace("\n", " ")
         raise DetectionError(
-            f"cannot download torchvision's ImageNet GoogLeNet weights ({reason}); pass a local "
-            "weights file instead (a checkpoint, or googlenet-1378be20.pth placed in "
-            f"{torch.hub.get_dir()}/checkpoints)") from None
+            f"cannot download torchvision's ImageNet GoogLeNet weights ({reason}); offline, use "
+            "a local weights file: copy torchvision's googlenet-1378be20.pth into "
+            f"{torch.hub.get_dir()}/checkpoints, or name it (training: model.weights=FILE; "
+            "detection: --imagenet-weights FILE), or train from random weights "
+            "(model.weights=null)") from None
 
 
 def _check_input_size(input_size: int) -> None:
