@@ -129,14 +129,7 @@ class TrainConfig:
     proposals: ProposalConfig | None = None
 
     def __post_init__(self) -> None:
-        _check_run(self)
-        if self.proposals is not None:  # ProposalConfig checks selective search, not these
-            if self.proposals.multibox_top < 1:
-                raise ConfigValueError("proposals.multibox_top", "must be at least 1",
-                                       self.proposals.multibox_top)
-            if not 0 < self.proposals.multibox_nms <= 1:
-                raise ConfigValueError("proposals.multibox_nms", "must be in (0, 1]",
-                                       self.proposals.multibox_nms)
+        _check_run(self)  # the proposals section checks itself (ProposalConfig)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from detector.config import check_fields
 from detector.errors import DetectionError
 from eval.recall import box_iou
 from proposals.cache import ProposalCache, normalise_params
@@ -39,6 +40,9 @@ class ProposalConfig:
     multibox_top: int = 200        # GoogLeNet's 200 boxes, after NMS
     multibox_nms: float = 0.7      # IoU of the NMS among MultiBox boxes
     selective_search_on: bool = True  # false: MultiBox boxes alone (for comparisons)
+
+    def __post_init__(self) -> None:
+        check_fields(self, multibox_top="size", multibox_nms="iou")
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def proposer_for(method: str, params: dict, where: str,
         else:
             raise DetectionError(f"{where}: unknown proposal method {method!r}; pass a proposal "
                                  "cache with --proposals")
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:  # ValueError: a value out of range
         raise DetectionError(f"{where}: unreadable {method} proposal parameters {params} ({e}); "
                              "pass a proposal cache with --proposals") from None
     if method == SELECTIVE_SEARCH:
@@ -252,6 +256,3 @@ def _check_settings(config: ProposalConfig, has_multibox: bool) -> None:
     if not has_multibox and not config.selective_search_on:
         raise DetectionError("proposals: selective_search_on is false and there is no multibox "
                              "checkpoint: no proposals at all; set one of them")
-    if config.multibox_top < 1 or not 0 < config.multibox_nms <= 1:
-        raise DetectionError(f"proposals: multibox_top {config.multibox_top} must be >= 1 and "
-                             f"multibox_nms {config.multibox_nms} in (0, 1]")

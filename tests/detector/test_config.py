@@ -68,6 +68,7 @@ def test_training_configs_check_their_values_in_python_too():
     from detector.config import ConfigValueError
     from detector.train_config import (ModelConfig, MultiBoxValidation, Solver, SolverConfig,
                                        TrainConfig)
+    from proposals.combined import ProposalConfig
 
     assert TrainConfig().solver.lr == 0.001
     for build, key in ((lambda: Solver(lr=float("nan")), "lr"),
@@ -76,7 +77,9 @@ def test_training_configs_check_their_values_in_python_too():
                         "regions_per_batch"),
                        (lambda: ModelConfig(input_size=32, context_pad=16), "context_pad"),
                        (lambda: MultiBoxValidation(nms_iou=0.0), "nms_iou"),
-                       (lambda: TrainConfig(loader_workers=-1), "loader_workers")):
+                       (lambda: TrainConfig(loader_workers=-1), "loader_workers"),
+                       (lambda: ProposalConfig(multibox_top=0), "multibox_top"),
+                       (lambda: ProposalConfig(multibox_nms=1.5), "multibox_nms")):
         with pytest.raises(ConfigValueError) as info:
             build()
         assert info.value.key == key
