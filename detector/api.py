@@ -101,6 +101,23 @@ def inference_path_for(device: torch.device, precision: str = "auto",
     return path
 
 
+def check_choices(checkpoints: Sequence[str | os.PathLike], *,
+                  imagenet_weights: str | os.PathLike | None = None,
+                  stacked: bool | None = None, compile: bool | None = None) -> None:
+    """The combinations `Detector.load` refuses, before any file is read (the commands call it
+    before they make their output folders). Messages name the flag and the keyword."""
+    if stacked and compile:
+        raise DetectionError("--stacked and --compile (stacked=, compile=) cannot be combined; "
+                             "choose one of --stacked and --compile")
+    if stacked and len(checkpoints) < 2:
+        raise DetectionError("--stacked (stacked=True) stacks an ensemble's members, but one "
+                             "network is given; drop --stacked or pass two or more --checkpoint")
+    if imagenet_weights is not None and checkpoints:
+        raise DetectionError(f"imagenet_weights {imagenet_weights} applies only without a "
+                             "checkpoint (--imagenet-weights with --checkpoint: the former is the "
+                             "ImageNet baseline's); drop one of them")
+
+
 def check_settings(score_threshold: float, max_per_image: int, batch_size: int,
                    nms_iou: float = NMS_IOU) -> None:
     """Refuse post-processing and batching values that cannot work, naming them."""
@@ -167,13 +184,9 @@ class Detector:
         """
         check_settings(score_threshold, max_per_image, batch_size, nms_iou)
         device = resolve_device(device)
+        check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
+                      compile=compile)
         path = inference_path_for(device, precision, channels_last, stacked, compile)
-        if checkpoints and imagenet_weights is not None:
-            raise DetectionError(f"imagenet_weights {imagenet_weights} applies only without a "
-                                 "checkpoint (the ImageNet baseline); drop one of them")
-        if path.stacked and len(checkpoints) < 2:
-            raise DetectionError("stacked members need an ensemble; --stacked (stacked=True) "
-                                 "with one network does nothing: drop it")
         ensemble = load_model(list(checkpoints), device, imagenet_weights)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,

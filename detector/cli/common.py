@@ -170,23 +170,3 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
                                ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
         if value < least:
             raise DetectionError(f"{flag} {value}: must be at least {least}")
-
-
-def inference_path(args: argparse.Namespace, device):
-    """`default_path(device)` with what --precision, --channels-last, --stacked and --compile
-    change (a `detector.ensemble.InferencePath`)."""
-    from dataclasses import replace
-
-    import torch
-
-    from detector.ensemble import default_path
-
-    path = default_path(device)
-    if args.precision != "auto":
-        path = replace(path, autocast=torch.bfloat16 if args.precision == "bf16" else None)
-    for flag in ("channels_last", "stacked"):
-        if getattr(args, flag) is not None:
-            path = replace(path, **{flag: getattr(args, flag)})
-    if args.compile is not None:
-        path = replace(path, compile="inductor" if args.compile else None)
-    return path

@@ -65,24 +65,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything the flags alone can tell, refused by name before any work."""
+    from detector.api import check_choices
+
     check_inference_arguments(args)
     if not (0 <= args.score_threshold <= 1):  # also refuses nan
         raise DetectionError(f"--score-threshold {args.score_threshold}: must be in [0, 1] "
                              "(a probability)")
-    check_path_flags(args.checkpoint, args.stacked, args.compile)
-    if args.imagenet_weights and args.checkpoint:
-        raise DetectionError(f"--imagenet-weights {args.imagenet_weights}: applies only without "
-                             "--checkpoint (the ImageNet baseline); drop one of them")
-
-
-def check_path_flags(checkpoints: list[str], stacked: bool | None, compile: bool | None) -> None:
-    """--stacked needs an ensemble (two or more checkpoints) and excludes --compile."""
-    if stacked and compile:
-        raise DetectionError("--stacked and --compile cannot be combined; choose one of "
-                             "--stacked and --compile")
-    if stacked and len(checkpoints) < 2:
-        raise DetectionError("--stacked stacks an ensemble's members, but one network is given; "
-                             "drop --stacked or pass two or more --checkpoint")
+    check_choices(args.checkpoint, imagenet_weights=args.imagenet_weights, stacked=args.stacked,
+                  compile=args.compile)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ import sys
 from detector.cli.common import (add_dataset_arguments, add_inference_arguments,
                                  add_protocol_argument, check_inference_arguments,
                                  check_output_dir, check_output_file, pick_device, run_main)
-from detector.cli.detect import check_path_flags, inference_options, report_failures
+from detector.cli.detect import inference_options, report_failures
 from detector.errors import DetectionError
 
 RESULTS_NAME = "detections.json"
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from detector import distributed
-    from detector.api import Detector
+    from detector.api import Detector, check_choices
     from detector.datasets import load_dataset
     from detector.evaluation import failed_records, results_of
     from detector.fileio import write_atomic
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from eval.results import format_table
 
     check_inference_arguments(args)
-    check_path_flags(args.checkpoint, args.stacked, args.compile)
+    check_choices(args.checkpoint, stacked=args.stacked, compile=args.compile)
     out = check_output_dir(args.out, "--out")
     for name in (RESULTS_NAME, EVALUATION_NAME):
         check_output_file(out / name, "--out")

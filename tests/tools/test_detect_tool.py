@@ -15,7 +15,8 @@ from detector.classifier import build_classifier
 from detector.ensemble import InferencePath, default_path
 from eval.detections import load_results
 from proposals.cache import ProposalCache
-from detector.cli.common import inference_path
+from detector.api import inference_path_for
+from detector.cli.detect import inference_options
 from detector.cli.detect import build_parser, main
 
 CLASSES = ["red", "blue"]
@@ -113,6 +114,13 @@ def test_inference_flags_choose_the_path_and_keep_the_detections(images, checkpo
     for a, b in zip(plain, fast):
         assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
         assert np.allclose(a["bbox"], b["bbox"]) and abs(a["score"] - b["score"]) < 1e-5
+
+
+def inference_path(args, device):
+    """The path the detect command asks `Detector.load` for: its flags' keyword arguments."""
+    options = inference_options(args)
+    return inference_path_for(device, *(options[k] for k in ("precision", "channels_last",
+                                                             "stacked", "compile")))
 
 
 def test_inference_path_is_the_device_default_unless_a_flag_changes_it():
