@@ -38,8 +38,8 @@ def failed_records(records: Sequence[ImageRecord], cache: ProposalCache | None
     or propose them): the test command and validation skip them, their ground truth missed."""
     if cache is None:
         return []
-    failed = set(cache.failed_ids())
-    return [r for r in records if str(r.image_id) in failed]
+    failed = set(cache.partition([r.image_id for r in records])[0])
+    return [r for r in records if r.image_id in failed]
 
 
 def detect_records(members: Sequence[torch.nn.Module], spec: ModelSpec,

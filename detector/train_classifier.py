@@ -71,21 +71,13 @@ def open_cache(root: str) -> ProposalCache:
     return ProposalCache.open(root)
 
 
-def failed_ids(cache: ProposalCache, ids: list) -> set:
-    """The ids among ``ids`` that ``cache`` records as failed (no boxes, a reason in failed/)."""
-    if hasattr(cache, "failed_ids"):
-        recorded = {str(i) for i in cache.failed_ids()}
-        return {i for i in ids if str(i) in recorded and i not in cache}
-    return {i for i in ids if i not in cache and cache.failure(i) is not None}
-
-
 def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str,
                   drop: bool = True) -> Dataset:
     """``dataset`` without (``drop``) the images whose proposals failed, their count printed;
     any other image without proposals is an error naming the command that computes them."""
     ids = [r.image_id for r in dataset.images]
-    failed = failed_ids(cache, ids)
-    missing = [i for i in ids if i not in failed and i not in cache]
+    failed, missing = cache.partition(ids)
+    failed = set(failed)
     if missing:
         raise DetectionError(f"{root}: no proposals for {len(missing)} {what} images of "
                              f"{dataset.source} (e.g. {missing[0]!r}); run the propose command: "

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -164,6 +165,18 @@ class ProposalCache:
         """The ids of every image recorded in ``failed/``, as strings, sorted (their reasons:
         `failure`)."""
         return sorted(self._id_of(p.stem) for p in (self.root / "failed").glob("*.json"))
+
+    def partition(self, image_ids: Sequence[int | str]) -> tuple[list, list]:
+        """``(failed, missing)`` among ``image_ids``, each in the given order: the ids recorded
+        as failed (no boxes, a reason in ``failed/``) and those with neither boxes nor a
+        failure (never computed). Ids of any type match the stored ones by their string."""
+        recorded = set(self.failed_ids())
+        failed, missing = [], []
+        for image_id in image_ids:
+            if image_id in self:
+                continue
+            (failed if str(image_id) in recorded else missing).append(image_id)
+        return failed, missing
 
     def _id_of(self, key: str) -> str:
         """The original id (as a string) of a file's key."""

@@ -170,3 +170,14 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
                                ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
         if value < least:
             raise DetectionError(f"{flag} {value}: must be at least {least}")
+
+
+def check_cache_holds(cache, image_ids: list, flag_value: str) -> None:
+    """Every image of ``image_ids`` is in the --proposals cache or recorded there as failed
+    (the commands skip and report those); checked before any work."""
+    _, missing = cache.partition(image_ids)
+    if missing:
+        raise DetectionError(f"--proposals {flag_value}: no proposals for image {missing[0]!r} "
+                             f"({len(missing)} of {len(image_ids)} images, none recorded as "
+                             f"failed); run the propose command with --out {flag_value} on "
+                             "these images, or drop --proposals")

@@ -26,8 +26,9 @@ import math
 import sys
 from pathlib import Path
 
-from detector.cli.common import (add_inference_arguments, check_inference_arguments,
-                                 check_output_dir, pick_device, run_main)
+from detector.cli.common import (add_inference_arguments, check_cache_holds,
+                                 check_inference_arguments, check_output_dir, pick_device,
+                                 run_main)
 from detector.errors import DetectionError
 
 RESULTS_NAME = "detections.json"
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
                              proposals=args.proposals, **inference_options(args))
     if detector.cache is not None:
-        check_cache_holds(detector.cache, items, args.proposals)
+        check_cache_holds(detector.cache, [image_id for image_id, _ in items], args.proposals)
     rank = distributed.world()[0]
     if rank == 0:
         report_skipped(skipped)
@@ -164,16 +165,6 @@ def annotated_path(out: Path, source: str) -> Path:
         raise DetectionError(f"{source}: --out {out} would overwrite this input with its annotated "
                              "copy; choose another --out folder")
     return target
-
-
-def check_cache_holds(cache, items: list[tuple[str, str]], flag_value: str) -> None:
-    """Every input is in the --proposals cache, or recorded there as failed (then reported)."""
-    failed = set(cache.failed_ids())
-    missing = [path for image_id, path in items if image_id not in cache and image_id not in failed]
-    if missing:
-        raise DetectionError(f"--proposals {flag_value}: holds no proposals for {missing[0]} "
-                             f"({len(missing)} of {len(items)} images); run the propose command "
-                             f"with --out {flag_value} on these images, or drop --proposals")
 
 
 def report_skipped(skipped: list[tuple[str, str]]) -> None:

@@ -28,8 +28,9 @@ import json
 import sys
 
 from detector.cli.common import (add_dataset_arguments, add_inference_arguments,
-                                 add_protocol_argument, check_inference_arguments,
-                                 check_output_dir, check_output_file, pick_device, run_main)
+                                 add_protocol_argument, check_cache_holds,
+                                 check_inference_arguments, check_output_dir, check_output_file,
+                                 pick_device, run_main)
 from detector.cli.detect import inference_options, report_failures
 from detector.errors import DetectionError
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     skipped_ids = {r.image_id for r in skipped}
     records = [r for r in dataset.images if r.image_id not in skipped_ids]
     if detector.cache is not None:
-        check_cache_holds(detector.cache, records, args.proposals)
+        check_cache_holds(detector.cache, [r.image_id for r in records], args.proposals)
     rank = distributed.world()[0]
     if rank == 0:
         if skipped:
@@ -111,15 +112,6 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(out / EVALUATION_NAME, json.dumps(result.to_json(), indent=1) + "\n")
     print(f"wrote {out / EVALUATION_NAME}")
     return report_failures([r for r in results if r.error is not None], len(results))
-
-
-def check_cache_holds(cache, records, flag_value: str) -> None:
-    """Every image not recorded as failed has proposals in the cache (checked before work)."""
-    missing = [r for r in records if r.image_id not in cache]
-    if missing:
-        raise DetectionError(f"--proposals {flag_value}: no proposals for image "
-                             f"{missing[0].image_id!r} ({len(missing)} of {len(records)} images); "
-                             f"run the propose command with --out {flag_value} on this dataset")
 
 
 def dataset_category_ids(classes: tuple[str, ...], dataset, checkpoint: str) -> list[int]:

@@ -133,6 +133,15 @@ def test_failed_ids_and_failure(tmp_path):
     assert cache.failed_ids() == ["x/y"] and cache.failure(7) is None
 
 
+def test_partition_splits_failed_from_never_computed(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.save(1, np.ones((1, 4)))
+    cache.record_failure(2, "/data/2.jpg", "cannot decode")
+    cache.record_failure("long" * 80, "/data/long.jpg", "cannot decode")  # a shortened key
+    ids = [3, "long" * 80, 1, 2, "never"]
+    assert cache.partition(ids) == (["long" * 80, 2], [3, "never"])  # in the given order
+
+
 def test_unreadable_manifest_is_a_clear_error(tmp_path):
     ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
     (tmp_path / "c" / "manifest.json").write_text("{not json")
