@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from detector.classifier import RegionClassifier
-from detector.regions import context_boxes, iter_warped_regions, normalize_image
+from detector.regions import context_boxes, iter_warped_regions
+from proposals.networks import normalize_image
 
 NUM_CLASSES = 20  # PASCAL VOC: 20 classes + background = 21 outputs
 

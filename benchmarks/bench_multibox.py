@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detector.datasets import Dataset, load_dataset, read_image
+from eval.datasets import Dataset, load_dataset, read_image
 from eval.recall import proposal_recall
 from proposals.combined import merge_proposals
 from proposals.multibox import load_multibox, predict

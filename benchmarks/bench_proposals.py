@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detector.datasets import Dataset, load_voc_folder, read_image
+from eval.datasets import Dataset, load_voc_folder, read_image
 from eval.recall import proposal_recall
 from proposals.selective_search import SelectiveSearchConfig, selective_search
 

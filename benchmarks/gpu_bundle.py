@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 
-from detector.checkpoint import load_checkpoint, write_payload
-from detector.datasets import load_dataset
-from detector.errors import DetectionError
+from proposals.checkpoint import load_checkpoint, write_payload
+from eval.datasets import load_dataset
+from eval.errors import DetectionError
 from proposals.cache import ProposalCache
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raccoon"

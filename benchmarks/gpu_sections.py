@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.checkpoint import ModelSpec
+from proposals.checkpoint import ModelSpec
 from detector.classifier import RegionClassifier
-from detector.datasets import load_dataset, read_image
+from eval.datasets import load_dataset, read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
 from detector.evaluation import detect_array, detect_records
 from detector.pipeline import classify_regions, load_ensemble
 from detector.postprocess import postprocess
 from detector.prefetch import prefetch_inputs
-from detector.regions import normalize_image
-from detector.training import ImageSample, region_step
+from proposals.networks import normalize_image
+from detector.training.core import ImageSample, region_step
 from eval.detections import to_results
 from eval.evaluate import evaluate_results
 from proposals.cache import ProposalCache

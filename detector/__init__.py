@@ -1,7 +1,7 @@
 """The detector: dataset readers, region warping, classifiers, training and inference.
 
 ``from detector import Detector`` is the entry point for detection (`detector.api`). This file
-stays free of heavy imports: `detector.datasets` and `detector.errors` serve the evaluation
+stays free of heavy imports: `eval.datasets` and `eval.errors` serve the evaluation
 path, which must not import torch, so `Detector` is imported on first use (module
 ``__getattr__``).
 """

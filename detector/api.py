@@ -13,7 +13,7 @@ proposal cache) and the post-processing settings. The detect and test commands a
 validation (`detector.evaluation.evaluate_model`) all run through it, so there is one path.
 
 Images are read in their stored pixel grid: EXIF orientation is never applied, because
-annotations and proposal caches refer to the stored pixels (`detector.datasets.read_image`).
+annotations and proposal caches refer to the stored pixels (`eval.datasets.read_image`).
 Boxes are float32 ``(x1, y1, x2, y2)`` in pixels of that grid; labels 1..K name
 ``classes[label - 1]``.
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.checkpoint import ModelSpec
-from detector.datasets import read_image
+from proposals.checkpoint import ModelSpec
+from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.pipeline import (Ensemble, detect_array, imagenet_ensemble, load_ensemble,
                                proposals_for)
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # Largest log-scale change decode applies (as detectron2's _DEFAULT_SCALE_CLAMP): a 16 px
 # proposal may grow to at most 1000 px, the largest image side expected. Without it an untrained

@@ -18,19 +18,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
-from detector.checkpoint import check_format, read_torch_file
-from detector.errors import DetectionError
-
-FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
-
-# Smallest square input GoogLeNet accepts: its four ceil-mode max-pools halve 15 px down to 1 px;
-# at 14 px the last one gets 1 x 1 and has no output (found by trying sizes 8..64).
-MIN_INPUT_SIZE = 15
-
-# Keys of torchvision GoogLeNet state dicts that a region classifier does not use: the auxiliary
-# classifiers (only for ImageNet training) and, unless kept as the 1,000-class head, ``fc``.
-_AUX_PREFIXES = ("aux1.", "aux2.")
-
+from proposals.networks import (AUX_PREFIXES, FEATURES, MIN_INPUT_SIZE, build_trunk,
+                                check_input_size, weights_state_dict)
+from eval.errors import DetectionError
 
 class RegionClassifier(nn.Module):
     """GoogLeNet (torchvision) trunk, a classification head and an optional box-regression head.
@@ -50,7 +40,7 @@ class RegionClassifier(nn.Module):
         if num_classes < 1:
             raise DetectionError(f"num_classes is {num_classes}; "
                                  "a classifier needs at least 1 class")
-        _check_input_size(input_size)
+        check_input_size(input_size)
         self.num_classes = num_classes
         self.input_size = input_size
         self.background = background
@@ -81,35 +71,6 @@ class RegionClassifier(nn.Module):
         return logits, self.bbox_pred(features).view(-1, self.num_classes, 4)
 
 
-def build_trunk() -> GoogLeNet:
-    """torchvision's GoogLeNet without its classifier: ``[B, 3, S, S]`` -> features ``[B, 1024]``.
-
-    Randomly initialised (torchvision's truncated-normal init), no auxiliary heads; ``fc`` is an
-    identity, so the output is dropout(global-average-pooled inception5b features).
-    """
-    trunk = googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=True)
-    trunk.fc = nn.Identity()
-    return trunk
-
-
-def load_trunk_weights(trunk: GoogLeNet, weights: str | os.PathLike) -> None:
-    """Fill a `build_trunk` trunk from ``"imagenet"`` or a file of GoogLeNet weights.
-
-    The file may hold a torchvision GoogLeNet state dict or the state dict of a model of ours
-    with a ``trunk.`` (RegionClassifier, MultiBox); heads (``fc``, auxiliary, ours) are ignored.
-    """
-    state, source = _weights_state_dict(weights)
-    if any(key.startswith("trunk.") for key in state):
-        state = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
-    state = {k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES + ("fc.",))}
-    try:
-        trunk.load_state_dict(state)
-    except RuntimeError as e:
-        reason = " ".join(str(e).split())[:300]
-        raise DetectionError(f"{source}: not GoogLeNet trunk weights ({reason}); pass a "
-                             "torchvision GoogLeNet state dict or a checkpoint of this toolkit") from None
-
-
 def build_classifier(num_classes: int, weights: str | os.PathLike | None = "imagenet",
                      box_regression: bool = False, input_size: int = 224) -> RegionClassifier:
     """A region classifier for K = ``num_classes`` classes plus background.
@@ -125,7 +86,7 @@ def build_classifier(num_classes: int, weights: str | os.PathLike | None = "imag
     """
     model = RegionClassifier(num_classes, input_size, box_regression)
     if weights is not None:
-        state, source = _weights_state_dict(weights)
+        state, source = weights_state_dict(weights)
         load_weights(model, state, source)
     return model
 
@@ -146,7 +107,7 @@ def imagenet_classifier(weights: str | os.PathLike = "imagenet", input_size: int
     """
     meta = GoogLeNet_Weights.IMAGENET1K_V1.meta
     model = RegionClassifier(len(meta["categories"]), input_size, background=False)
-    state, source = _weights_state_dict(weights)
+    state, source = weights_state_dict(weights)
     load_weights(model, state, source)
     return model, list(meta["categories"])
 
@@ -184,7 +145,7 @@ def _from_torchvision(model: RegionClassifier, state: dict[str, Tensor]) -> dict
     keep_fc = _keeps_fc(model)
     renamed = {}
     for key, value in state.items():
-        if key.startswith(_AUX_PREFIXES) or (key.startswith("fc.") and not keep_fc):
+        if key.startswith(AUX_PREFIXES) or (key.startswith("fc.") and not keep_fc):
             continue
         renamed["cls_score." + key[3:] if key.startswith("fc.") else "trunk." + key] = value
     return renamed
@@ -193,45 +154,6 @@ def _from_torchvision(model: RegionClassifier, state: dict[str, Tensor]) -> dict
 def _keeps_fc(model: RegionClassifier) -> bool:
     """Whether torchvision's 1,000-class ``fc`` is this model's head (the ImageNet classifier)."""
     return not model.background and model.num_classes == 1000
-
-
-def _weights_state_dict(weights: str | os.PathLike) -> tuple[dict[str, Tensor], str]:
-    """``"imagenet"`` or a file path -> (state dict, where it came from for messages)."""
-    if str(weights) == "imagenet":
-        return _download_imagenet(), "torchvision GoogLeNet_Weights.IMAGENET1K_V1"
-    path = Path(weights)
-    # weights_only: a file from elsewhere never runs code; a damaged one is one line.
-    state = read_torch_file(path, "weights file not found; pass an existing state-dict file, "
-                                  "'imagenet' or no weights")
-    if isinstance(state, dict) and "format" in state:  # a checkpoint of ours: one we can read?
-        check_format(path, state["format"])
-    for nested in ("state_dict", "model"):  # a checkpoint dict rather than a bare state dict
-        if isinstance(state, dict) and isinstance(state.get(nested), dict):
-            state = state[nested]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise DetectionError(f"{path}: holds no state dict (a mapping of names to tensors); "
-                             "save one with torch.save(model.state_dict(), path)")
-    return state, str(path)
-
-
-def _download_imagenet() -> dict[str, Tensor]:
-    """ImageNet GoogLeNet weights via torchvision's weights API (cached after the first time)."""
-    try:
-        return GoogLeNet_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # URLError, HTTPError, hash mismatch, ...: all mean "no weights"
-        reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise DetectionError(
-            f"cannot download torchvision's ImageNet GoogLeNet weights ({reason}); offline, use "
-            "a local weights file: copy torchvision's googlenet-1378be20.pth into "
-            f"{torch.hub.get_dir()}/checkpoints, or name it (training: model.weights=FILE; "
-            "detection: --imagenet-weights FILE), or train from random weights "
-            "(model.weights=null)") from None
-
-
-def _check_input_size(input_size: int) -> None:
-    if input_size < MIN_INPUT_SIZE:
-        raise DetectionError(f"input_size is {input_size}; GoogLeNet needs regions of at least "
-                             f"{MIN_INPUT_SIZE} px (224 as trained on ImageNet; 64 or 96 for CPU)")
 
 
 def _few(keys: list[str], limit: int = 5) -> str:

@@ -19,30 +19,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from detector.api import DetectionResult, Detector
+from proposals.devices import world
 
 T = TypeVar("T")
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's environment; ``(0, 1)`` without it."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def local_rank() -> int:
-    """This process's GPU index on its machine (torchrun's LOCAL_RANK; 0 without it)."""
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def init(device: torch.device) -> None:
-    """Join torchrun's process group (once) when there is more than one rank."""
-    if world()[1] > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-
-def finish() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def shard(items: Sequence[T]) -> list[tuple[int, T]]:

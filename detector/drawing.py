@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.fileio import write_atomic
+from eval.outputs import write_atomic
 
 # Colours for the drawn boxes, cycled by label (distinct on photos: saturated, not grey).
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
+from proposals.devices import autocast, default_autocast
 
 # One member's outputs for a batch: logits [B, C] and box deltas [B, K, 4] or None.
 Outputs = tuple[Tensor, Tensor | None]
@@ -60,7 +61,7 @@ class InferencePath:
 def default_path(device: torch.device | str) -> InferencePath:
     """The path the tools run on ``device``: bf16 autocast on CUDA (tensor cores; BENCHMARKS.md
     holds its parity with fp32), float32 on CPU (where bf16 is emulated on most chips)."""
-    return InferencePath(autocast=torch.bfloat16 if torch.device(device).type == "cuda" else None)
+    return InferencePath(autocast=default_autocast(device))
 
 
 def prepare_members(members: Sequence[nn.Module], path: InferencePath
@@ -85,8 +86,7 @@ def member_outputs(members: Sequence[nn.Module], regions: Tensor, path: Inferenc
         regions = regions.contiguous(memory_format=torch.channels_last)
     if isinstance(members, StackedMembers):
         return members(regions)
-    with torch.autocast(regions.device.type, dtype=path.autocast or torch.bfloat16,
-                        enabled=path.autocast is not None):
+    with autocast(regions.device, path.autocast):
         return [member(regions) for member in members]
 
 

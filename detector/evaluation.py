@@ -12,8 +12,8 @@ import torch
 from tqdm import tqdm
 
 from detector.api import DetectionResult, Detector
-from detector.checkpoint import ModelSpec
-from detector.datasets import Dataset, ImageRecord
+from proposals.checkpoint import ModelSpec
+from eval.datasets import Dataset, ImageRecord
 from detector.ensemble import InferencePath
 from detector.pipeline import detect_array
 from eval.detections import to_results

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detector.checkpoint import ModelSpec, check_ensemble, load_checkpoint
+from proposals.checkpoint import ModelSpec, check_ensemble, load_checkpoint
 from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
-from detector.datasets import read_image
+from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, member_outputs
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
-from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions, normalize_image
+from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions
+from proposals.networks import normalize_image
 from proposals.cache import ProposalCache
 from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, ProposalConfig, Proposer,
                                 embedded_multibox)
@@ -55,7 +56,7 @@ def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) ->
     """Read checkpoints (one per member) and build their classifiers on ``device``.
 
     Raises DetectionError naming the file for a missing, unreadable or foreign checkpoint, for
-    members that disagree (`detector.checkpoint.check_ensemble`), and for weights that do not
+    members that disagree (`proposals.checkpoint.check_ensemble`), and for weights that do not
     fit the model the checkpoint describes.
     """
     if not paths:

@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from detector.box_coder import decode
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # R-CNN's per-class NMS threshold (Girshick et al. 2014, section 2.2).
 NMS_IOU = 0.3

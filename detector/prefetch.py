@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.pipeline import load_input
 from proposals.cache import ProposalCache
 from proposals.extract import one_thread_worker

@@ -18,11 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align
 
-from detector.errors import DetectionError
-
-# torchvision's ImageNet normalisation (RGB, on [0, 1] pixels), the one GoogLeNet's weights use.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from eval.errors import DetectionError
+from proposals.networks import normalize_image
 
 # R-CNN's defaults: 227 px input with 16 px context; GoogLeNet's input is 224.
 DEFAULT_SIZE = 224
@@ -31,42 +28,6 @@ DEFAULT_CONTEXT_PAD = 16
 # Regions warped per roi_align call in iter_warped_regions: 256 x 3 x 224 x 224 float32 is 154 MB,
 # enough to keep a GPU busy while 10,000 proposals never need 6 GB at once.
 DEFAULT_BATCH_SIZE = 256
-
-
-def normalize_image(image: Tensor | np.ndarray) -> Tensor:
-    """uint8 RGB image -> float32 ``[3, H, W]`` tensor ``(x / 255 - mean) / std``.
-
-    Args:
-        image: uint8 ``Tensor[3, H, W]`` (on any device; the result stays there) or a uint8
-            ``ndarray[H, W, 3]`` as PIL / OpenCV-after-RGB-conversion give (the result is on CPU).
-    After this, the ImageNet mean colour is exactly 0, which is what makes roi_align's zero fill
-    outside the image R-CNN's mean fill.
-    """
-    return standardize(unit_pixels(image))
-
-
-def standardize(pixels: Tensor) -> Tensor:
-    """Float ``[..., 3, H, W]`` RGB in [0, 1] -> ``(x - mean) / std`` with ImageNet's statistics."""
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(3, 1, 1)
-    return (pixels - mean) / std
-
-
-def unit_pixels(image: Tensor | np.ndarray) -> Tensor:
-    """uint8 RGB ``Tensor[3, H, W]`` or ``ndarray[H, W, 3]`` -> float32 ``[3, H, W]`` in [0, 1]."""
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
-                                 "(convert grayscale or RGBA images to RGB first)")
-        # A read-only array (e.g. np.asarray of a PIL image) is copied: torch wants writable memory.
-        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
-        image = torch.from_numpy(image).permute(2, 0, 1)
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise DetectionError(f"image tensor has shape {tuple(image.shape)}; expected [3, H, W] RGB "
-                             "(permute an [H, W, 3] tensor with .permute(2, 0, 1))")
-    if image.dtype != torch.uint8:
-        raise DetectionError(f"image tensor has dtype {image.dtype}; expected torch.uint8 pixels")
-    return image.float() / 255.0
 
 
 def context_boxes(boxes: Tensor, output_size: int = DEFAULT_SIZE,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 
 @dataclass(frozen=True, eq=False)

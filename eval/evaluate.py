@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset,
-                               coco_split_mask, load_coco_instances, load_dataset,
-                               subset_coco_instances)
-from detector.datasets.common import check_input_names
-from detector.datasets.ilsvrc import _is_class_map
-from detector.errors import DetectionError
+from eval.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset,
+                           coco_split_mask, load_coco_instances, load_dataset,
+                           subset_coco_instances)
+from eval.datasets.common import check_input_names
+from eval.datasets.ilsvrc import _is_class_map
+from eval.errors import DetectionError
 from eval import coco
 from eval.detections import Detections, load_results, restrict_detections
 from eval.results import EvalResult
@@ -34,7 +34,7 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
     """Evaluate a COCO results file (or list) against ground truth in any supported format.
 
     ``gt``: COCO instances JSON, a PASCAL VOC root or a folder of VOC/ILSVRC XMLs (see
-    `detector.datasets.load_dataset` for ``images``, ``classes``, ``blacklist``, ``split``).
+    `eval.datasets.load_dataset` for ``images``, ``classes``, ``blacklist``, ``split``).
     ``protocol``: "coco", "voc07", "voc", "ilsvrc" or "auto" (`guess_protocol`). ``images``
     (where the XMLs' images are) is not read for COCO JSON, whose evaluation needs no image:
     the test command passes the image root it detected on; the evaluate command refuses it.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.datasets import Dataset
+from eval.datasets import Dataset
 from eval.detections import Detections
 from eval.results import EvalResult, mean_ap
 from eval.voc import (check_detections, class_members, first_max_by_group, flat_ground_truth,

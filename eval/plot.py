@@ -5,8 +5,8 @@ import io
 import os
 from pathlib import Path
 
-from detector.errors import DetectionError
-from detector.fileio import write_atomic
+from eval.errors import DetectionError
+from eval.outputs import write_atomic
 from eval.results import EvalResult
 
 _MISSING = "--plot needs matplotlib: pip install 'googlenet-detection[plot]'"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.datasets import Dataset
-from detector.errors import DetectionError
+from eval.datasets import Dataset
+from eval.errors import DetectionError
 
 # Rounded so that the columns are the doubles nearest 0.5, 0.55, ..., 0.95 and
 # `recall_at(0.7)` reads the same column as the table.

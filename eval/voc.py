@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.datasets import Dataset
-from detector.errors import DetectionError
+from eval.datasets import Dataset
+from eval.errors import DetectionError
 from eval.detections import Detections
 from eval.results import EvalResult, mean_ap
 

@@ -34,8 +34,8 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from detector.errors import DetectionError
-from detector.fileio import create_exclusive, write_atomic
+from eval.errors import DetectionError
+from eval.outputs import create_exclusive, write_atomic
 
 FORMAT_VERSION = 1
 # The longest key kept as plain percent-encoding; longer ones are shortened (see above).

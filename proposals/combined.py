@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from detector.config import check_fields
-from detector.errors import DetectionError
+from eval.config import check_fields
+from eval.errors import DetectionError
 from eval.recall import box_iou
 from proposals.cache import ProposalCache, normalise_params
 from proposals.selective_search import (ALGORITHM_VERSION, NEAR_DUPLICATE_IOU,
@@ -110,7 +110,7 @@ def build_proposer(config: ProposalConfig) -> Proposer:
     _check_settings(config, config.multibox is not None)
     if config.multibox is None:
         return Proposer(config)
-    from detector.checkpoint import load_checkpoint
+    from proposals.checkpoint import load_checkpoint
     from proposals.multibox import CHECKPOINT_KIND, network_of
 
     payload = load_checkpoint(config.multibox, kind=CHECKPOINT_KIND)
@@ -187,7 +187,7 @@ def proposal_record(cache: ProposalCache, multibox: str | os.PathLike | None = N
         raise DetectionError(f"{cache.root}: made by an older version, which recorded the "
                              "MultiBox checkpoint's path rather than its network; fill a new "
                              "cache with tools/propose.py --config CONFIG")
-    from detector.checkpoint import load_checkpoint
+    from proposals.checkpoint import load_checkpoint
     from proposals.multibox import CHECKPOINT_KIND, network_digest, network_of
 
     network = network_of(load_checkpoint(multibox, kind=CHECKPOINT_KIND))
@@ -225,7 +225,7 @@ def multibox_model(source: MultiBoxSource):
     """The `proposals.multibox.MultiBox` network of ``source`` in this process (read from its
     file on first use, e.g. in a worker process, and checked against its digest)."""
     if source.digest not in _MODELS:
-        from detector.checkpoint import load_checkpoint
+        from proposals.checkpoint import load_checkpoint
         from proposals.multibox import CHECKPOINT_KIND, network_of
 
         if source.embedded:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detector.datasets import Dataset, read_image
-from detector.datasets.images import TruncatedImageWarning, list_image_files
-from detector.errors import DetectionError
+from eval.datasets import Dataset, read_image
+from eval.datasets.images import TruncatedImageWarning, list_image_files
+from eval.errors import DetectionError
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
 from proposals.combined import ProposalConfig, Proposer, build_proposer
@@ -91,37 +91,6 @@ def propose_to_cache(jobs: list[Job], out: str | os.PathLike, config: ProposalCo
     cache = open_cache(out, proposer)
     todo = [job for job in jobs if job.image_id not in cache]
     return compute_proposals(todo, cache, proposer, workers, progress=progress)
-
-
-def shard() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) when run directly."""
-    try:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise DetectionError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE="
-                             f"{os.environ.get('WORLD_SIZE')!r} must be integers") from None
-    if not 0 <= rank < world:
-        raise DetectionError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    return rank, world
-
-
-def barrier() -> None:
-    """Wait for every torchrun rank (torch.distributed, gloo) so rank 0 reports the whole cache.
-
-    Without torchrun's rendezvous (MASTER_ADDR) or without torch there is nothing to wait
-    with: each rank then reports what is cached when it finishes.
-    """
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        dist = None
-    if dist is None or "MASTER_ADDR" not in os.environ:
-        print("not started by torchrun (or no torch): not waiting for the other ranks")
-        return
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 def one_thread_worker() -> None:

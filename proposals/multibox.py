@@ -8,7 +8,7 @@ clusters of the training boxes (`proposals.priors`); the network learns residual
 
 Inside the model boxes are ``(x1, y1, x2, y2)`` in normalised image coordinates (the image is
 ``[0, 1] x [0, 1]``); `predict` converts them to pixels of the original image at the edge.
-The loss and the matching of ground truth to slots are in `proposals.multibox_loss`.
+The loss and the matching of ground truth to slots are in `detector.training.multibox_loss`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from detector.checkpoint import load_checkpoint, write_payload
-from detector.classifier import FEATURES, MIN_INPUT_SIZE, build_trunk
-from detector.errors import DetectionError
-from detector.regions import standardize, unit_pixels
+from proposals import devices
+from proposals.checkpoint import load_checkpoint, write_payload
+from eval.errors import DetectionError
+from proposals.networks import FEATURES, MIN_INPUT_SIZE, build_trunk, standardize, unit_pixels
 
 CHECKPOINT_KIND = "multibox"
 # Proposals kept per image, and the NMS that comes first (GoogLeNet's detection entry added the
@@ -131,7 +131,7 @@ def predict(model: MultiBox, image: Tensor | np.ndarray, top_n: int | None = TOP
     device = model.priors.device
     pixels = unit_pixels(image).to(device)
     height, width = pixels.shape[1:]
-    with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+    with devices.autocast(device, autocast):
         residuals, logits = model(prepare_image(pixels, model.input_size)[None])
     boxes = decode(residuals[0].float(), model.priors).clamp(0, 1)
     boxes = boxes * torch.tensor([width, height, width, height], device=device, dtype=torch.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from eval.recall import box_iou
 
 # Assignment is done in blocks of boxes so that the [block, K] IoU matrix stays small

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from eval.recall import box_iou
 from proposals.grouping import Strategy, compact_labels, group, pixel_bins, region_features
 

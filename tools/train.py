@@ -9,7 +9,7 @@
     torchrun --nproc-per-node 8 tools/train.py --config configs/X.yaml      # DDP
 
 The command lives in detector.cli.train (also the gdet-train console script); from Python:
-detector.trainer.train(detector.train_config.load_train_config(path, overrides)).
+detector.training.loop.train(detector.training.config.load_train_config(path, overrides)).
 """
 import sys
 

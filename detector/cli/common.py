@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # The modules that only the `detect` extra installs, and the line that says so.
 _EXTRA_MODULES = {"torch", "torchvision", "cv2", "scipy"}
@@ -50,73 +49,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=file or sys.stderr)  # on its own line, not a bar's
-
-
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """An output file ``flag`` will write, checked before any work: a name the file system
-    can hold, not a folder, and its folder (created if missing) writable. Returns it as a Path."""
-    path = Path(path)
-    _check_names(path, flag)
-    if path.is_dir():
-        raise DetectionError(f"{flag} {path}: is a folder; give the name of a file to write")
-    _writable_folder(path.parent, flag, path)
-    return path
-
-
-def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
-    """An output folder, created if missing, checked writable before any work."""
-    path = Path(path)
-    _check_names(path, flag)
-    if path.exists() and not path.is_dir():
-        raise DetectionError(f"{flag} {path}: is a file, not a folder; give a folder name")
-    _writable_folder(path, flag, path)
-    return path
-
-
-def _check_names(path: Path, flag: str) -> None:
-    """Every component of ``path`` within the file system's 255-byte limit (on Python 3.11
-    ``Path.is_dir`` raises ENAMETOOLONG instead of answering)."""
-    from detector.fileio import NAME_MAX
-
-    for part in path.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise DetectionError(f"{flag} {str(path)[:80]}...: the name {part[:40]!r}... is "
-                                 f"{len(os.fsencode(part))} bytes, over the file system's "
-                                 f"{NAME_MAX}-byte limit; choose a shorter name")
-
-
-def _writable_folder(folder: Path, flag: str, target: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise DetectionError(f"{flag} {target}: cannot write there ({e.strerror or e}); choose "
-                             "another path") from None
-
-
-def pick_device(name: str, local_rank: int = 0):
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` -> this process's GPU (torchrun's
-    LOCAL_RANK); ``cuda:N`` that GPU; ``cpu``. Anything else, or CUDA without a GPU, is an
-    error naming --device."""
-    import torch
-
-    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:")
-                                                     and name[5:].isdigit()):
-        raise DetectionError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DetectionError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if device.index >= torch.cuda.device_count():
-            raise DetectionError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
-                                 "device(s) are visible; use cuda:0 ..")
-        torch.cuda.set_device(device)
-    return device
 
 
 def add_dataset_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -181,3 +113,20 @@ def check_cache_holds(cache, image_ids: list, flag_value: str) -> None:
                              f"({len(missing)} of {len(image_ids)} images, none recorded as "
                              f"failed); run the propose command with --out {flag_value} on "
                              "these images, or drop --proposals")
+
+
+def inference_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `Detector.load` that the inference flags set."""
+    return dict(precision=args.precision, channels_last=args.channels_last,
+                stacked=args.stacked, compile=args.compile, max_per_image=args.max_per_image,
+                batch_size=args.batch_size)
+
+
+def report_failures(failed: list, total: int) -> int:
+    """The summary line(s); exit status 1 if any image failed, else 0."""
+    if not failed:
+        return 0
+    print(f"{total} image(s), {len(failed)} failed:", file=sys.stderr)
+    for result in failed:
+        print(f"  {result.path}: {result.error}", file=sys.stderr)
+    return 1

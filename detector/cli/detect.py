@@ -27,9 +27,10 @@ import sys
 from pathlib import Path
 
 from detector.cli.common import (add_inference_arguments, check_cache_holds,
-                                 check_inference_arguments, check_output_dir, pick_device,
+                                 check_inference_arguments, inference_options, report_failures,
                                  run_main)
-from detector.errors import DetectionError
+from eval.errors import DetectionError
+from eval.outputs import check_output_dir
 
 RESULTS_NAME = "detections.json"
 
@@ -78,23 +79,24 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detector import distributed
+    from proposals import devices
     from detector.api import Detector
     from detector.drawing import draw
     from detector.evaluation import results_of
-    from detector.fileio import write_atomic
+    from eval.outputs import write_atomic
     from tqdm import tqdm
 
     check_arguments(args)
     out = check_output_dir(args.out, "--out")
     items, skipped = list_images(args.inputs)
     targets = {path: annotated_path(out, path) for _, path in items}  # clashes refused now
-    device = pick_device(args.device, distributed.local_rank())
-    distributed.init(device)
+    device = devices.pick_device(args.device)
+    devices.join_process_group(device)
     detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
                              proposals=args.proposals, **inference_options(args))
     if detector.cache is not None:
         check_cache_holds(detector.cache, [image_id for image_id, _ in items], args.proposals)
-    rank = distributed.world()[0]
+    rank = devices.world()[0]
     if rank == 0:
         report_skipped(skipped)
         print(detector.describe())
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = distributed.detect_sharded(detector, items, workers=args.workers,
                                          keep_going=True, each=show, progress="detect")
-    distributed.finish()
+    devices.leave_process_group()
     if results is None:  # not rank 0: rank 0 writes and reports
         return 0
     done = [r for r in results if r.error is None]
@@ -121,17 +123,10 @@ def run(args: argparse.Namespace) -> int:
     return report_failures([r for r in results if r.error is not None], len(results))
 
 
-def inference_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `Detector.load` that the inference flags set."""
-    return dict(precision=args.precision, channels_last=args.channels_last,
-                stacked=args.stacked, compile=args.compile, max_per_image=args.max_per_image,
-                batch_size=args.batch_size)
-
-
 def list_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """``(image_id, path)`` of every input, folders expanded (sorted; id = the file's stem),
     and the ``(path, reason)`` of what folders hold but cannot be read as images."""
-    from detector.datasets.images import list_image_files
+    from eval.datasets.images import list_image_files
 
     items: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
@@ -171,16 +166,6 @@ def report_skipped(skipped: list[tuple[str, str]]) -> None:
     """One line per folder entry that is not read, and why."""
     for path, why in skipped:
         print(f"skipped {path}: {why}")
-
-
-def report_failures(failed: list, total: int) -> int:
-    """The summary line(s); exit status 1 if any image failed, else 0."""
-    if not failed:
-        return 0
-    print(f"{total} image(s), {len(failed)} failed:", file=sys.stderr)
-    for result in failed:
-        print(f"  {result.path}: {result.error}", file=sys.stderr)
-    return 1
 
 
 def format_detections(result, classes: tuple[str, ...], shown, threshold: float) -> str:

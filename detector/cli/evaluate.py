@@ -10,9 +10,9 @@ import argparse
 import os
 from pathlib import Path
 
-from detector.cli.common import (add_dataset_arguments, add_protocol_argument, check_output_file,
-                                 run_main)
-from detector.errors import DetectionError
+from detector.cli.common import add_dataset_arguments, add_protocol_argument, run_main
+from eval.errors import DetectionError
+from eval.outputs import check_output_file
 
 DESCRIPTION = "Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC DET ground truth."
 EPILOG = """\
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Check the flags and outputs, evaluate (`eval.evaluate_files`), print the table, write
     the files."""
-    from detector.fileio import write_atomic
+    from eval.outputs import write_atomic
     from eval import evaluate_files, format_table
 
     check_inputs(args)
@@ -71,7 +71,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     """What `eval.evaluate_files` does not refuse itself: --images where this command reads no
     image (COCO JSON ground truth; the test command passes it there, for detecting) or that is
     not a folder. Over-long names first: looking them up would raise."""
-    from detector.datasets.common import check_input_names
+    from eval.datasets.common import check_input_names
     from eval.evaluate import is_coco_json
 
     check_input_names(gt=args.gt, detections=args.detections, images=args.images,
@@ -87,7 +87,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 def check_outputs(args: argparse.Namespace) -> list[Path]:
     """--json and --plot checked before the work: writable files (folders created), not one
     another, and not an input (writing there would destroy it); --plot's format writable."""
-    from detector.datasets.common import _shown, over_long_part
+    from eval.datasets.common import _shown, over_long_part
 
     outputs = []
     for flag, path in (("--json", args.json), ("--plot", args.plot)):

@@ -26,7 +26,7 @@ import argparse
 import math
 
 from detector.cli.common import run_main
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # The library's defaults (SelectiveSearchConfig, ProposalConfig; a test holds them equal),
 # written here so that --help needs neither OpenCV nor torch.
@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if an image failed (recorded in the cache), else 0."""
     import time
 
-    from detector.cli.common import check_output_dir
-    from proposals import extract
+    from eval.outputs import check_output_dir
+    from proposals import devices, extract
     from proposals.combined import build_proposer
 
     check_arguments(args)
@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         raise DetectionError(f"{args.config}: data.proposals is empty; give --out CACHE_FOLDER "
                              "or set data.proposals in the config")
     check_output_dir(out, "--out")
-    rank, world = extract.shard()
+    rank, world = devices.world()
+    grouped = devices.join_process_group(required=False)
     dataset, jobs = list_jobs(data.gt, data.images, data.classes, args.split, rank)
     proposer = build_proposer(config)
     cache = extract.open_cache(out, proposer)
@@ -183,10 +184,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     outcomes = extract.compute_proposals(todo, cache, proposer, args.workers, rank)
     extract.print_summary(outcomes, time.perf_counter() - start, args.workers)
-    if world > 1:
-        extract.barrier()
+    if grouped:
+        devices.barrier()  # so that rank 0 reports the whole cache
+    elif world > 1:
+        print("not started by torchrun: not waiting for the other ranks")
     if rank == 0:
         extract.print_cache_summary(cache, jobs, dataset)
+    devices.leave_process_group()
     return 1 if any(o.error for o in outcomes) else 0
 
 
@@ -205,7 +209,7 @@ def proposal_config(args: argparse.Namespace):
 
 def read_config(args: argparse.Namespace):
     """(ProposalConfig, data section) of the training config ``--config`` with ``--set``."""
-    from detector.train_config import TrainConfig, load_train_config
+    from detector.training.config import TrainConfig, load_train_config
     from proposals.combined import ProposalConfig
 
     config = load_train_config(args.config, args.set)
@@ -222,8 +226,8 @@ def list_jobs(gt: str | None, images: str | None, classes: str | None, split: st
               rank: int = 0):
     """(dataset or None, jobs) in a fixed order (every rank sees the same list); a folder's
     skipped entries are printed (by rank 0)."""
-    from detector.datasets import load_dataset
-    from proposals import extract
+    from eval.datasets import load_dataset
+    from proposals import devices, extract
 
     if gt:
         dataset = load_dataset(gt, images=images, classes=classes, split=split)

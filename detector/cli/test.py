@@ -29,10 +29,10 @@ import sys
 
 from detector.cli.common import (add_dataset_arguments, add_inference_arguments,
                                  add_protocol_argument, check_cache_holds,
-                                 check_inference_arguments, check_output_dir, check_output_file,
-                                 pick_device, run_main)
-from detector.cli.detect import inference_options, report_failures
-from detector.errors import DetectionError
+                                 check_inference_arguments, inference_options, report_failures,
+                                 run_main)
+from eval.errors import DetectionError
+from eval.outputs import check_output_dir, check_output_file
 
 RESULTS_NAME = "detections.json"
 EVALUATION_NAME = "evaluation.json"
@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from detector import distributed
+    from proposals import devices
     from detector.api import Detector, check_choices
-    from detector.datasets import load_dataset
+    from eval.datasets import load_dataset
     from detector.evaluation import failed_records, results_of
-    from detector.fileio import write_atomic
+    from eval.outputs import write_atomic
     from eval.evaluate import evaluate_files
     from eval.results import format_table
 
@@ -78,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(out / name, "--out")
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
-    device = pick_device(args.device, distributed.local_rank())
-    distributed.init(device)
+    device = devices.pick_device(args.device)
+    devices.join_process_group(device)
     detector = Detector.load(args.checkpoint, device, proposals=args.proposals,
                              **inference_options(args))
     category_ids = dataset_category_ids(detector.classes, dataset, args.checkpoint[0])
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     records = [r for r in dataset.images if r.image_id not in skipped_ids]
     if detector.cache is not None:
         check_cache_holds(detector.cache, [r.image_id for r in records], args.proposals)
-    rank = distributed.world()[0]
+    rank = devices.world()[0]
     if rank == 0:
         if skipped:
             print(f"skipping {len(skipped)} image(s) that {detector.cache.root / 'failed'}/ "
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     items = [(r.image_id, r.file_name) for r in records]
     results = distributed.detect_sharded(detector, items, workers=args.workers, keep_going=True,
                                          progress="test")
-    distributed.finish()
+    devices.leave_process_group()
     if results is None:  # not rank 0
         return 0
     rows = results_of([r for r in results if r.error is None], category_ids)

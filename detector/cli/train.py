@@ -1,5 +1,5 @@
 """The train command: parse the arguments, read and check the config, call
-`detector.trainer.train`.
+`detector.training.loop.train`.
 
 Torch-free at import: the library is imported inside `run`, so a missing torch is one line.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from detector.cli.common import check_output_dir, run_main
-from detector.errors import DetectionError
+from detector.cli.common import run_main
+from eval.errors import DetectionError
+from eval.outputs import check_output_dir
 
 DESCRIPTION = """\
 Fine-tune an Inception (GoogLeNet) region classifier on a dataset and its proposal cache, or
@@ -27,7 +28,7 @@ train the MultiBox proposal network (a config with task: multibox).
 Writes epoch_NNN.pt and last.pt checkpoints (model, optimizer, schedule, RNG states, config,
 classes), config.yaml (the resolved config), metrics.csv (and TensorBoard logs when
 tensorboard is installed) under the config's output folder. Ensemble members: the same config
-with different --seed. From Python: detector.trainer.train(load_train_config(path, overrides)).
+with different --seed. From Python: detector.training.loop.train(load_train_config(path, overrides)).
 """
 
 
@@ -54,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     """Read the config (or the resumed checkpoint's), check the device and output folder,
     train."""
     config, where = read_config(args)
-    from detector.cli.common import pick_device
-    from detector.trainer import train
+    from detector.training.loop import train
+    from proposals.devices import pick_device
 
-    pick_device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
+    pick_device(args.device)
     check_output_dir(config.output, f"{where}: output")
     train(config, device=args.device, resume=args.resume)
     return 0
@@ -71,11 +72,11 @@ def read_config(args: argparse.Namespace):
         if args.config:
             raise DetectionError(f"--config {args.config} with --resume {args.resume}: a resumed "
                                  "run keeps its checkpoint's config; drop --config")
-        from detector.trainer import resume_config
+        from detector.training.loop import resume_config
 
         return resume_config(args.resume, overrides), args.resume
     if not args.config:
         raise DetectionError("give --config FILE (see configs/) or --resume CKPT")
-    from detector.train_config import load_train_config
+    from detector.training.config import load_train_config
 
     return load_train_config(args.config, overrides), args.config

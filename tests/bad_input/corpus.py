@@ -3,10 +3,10 @@
     from corpus import EXPECTED, SKIPPED_IN_FOLDERS, write_corpus
     paths = write_corpus(tmp_path / "images")     # name -> path, all in that folder
 
-``EXPECTED[name]`` says what reading the file (`detector.datasets.read_image`) and proposing on
+``EXPECTED[name]`` says what reading the file (`eval.datasets.read_image`) and proposing on
 it must do: "ok" (decoded, proposals computed or a clear "no proposals" outcome) or "error"
 (refused with one DetectionError naming the file). ``SKIPPED_IN_FOLDERS`` holds the entries a
-folder listing (`detector.datasets.images.list_image_files`) skips and reports instead of
+folder listing (`eval.datasets.images.list_image_files`) skips and reports instead of
 reading: the GIF (not accepted), the folder named ``x.jpg`` and the broken symlink ``gone.jpg``.
 
 Small images (at most 2000 pixels on a side, one row or column for the extreme ones), fixed

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from _check import assert_no_partial_files, assert_one_line_error, files_below
-from detector.checkpoint import FORMAT_VERSION, ModelSpec, save_checkpoint
+from proposals.checkpoint import FORMAT_VERSION, ModelSpec, save_checkpoint
 from detector.cli.detect import main as detect
 from detector.cli.propose import main as propose
 from detector.cli.test import main as cli_test

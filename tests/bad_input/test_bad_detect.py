@@ -13,7 +13,7 @@ from PIL import Image
 
 from _check import assert_no_partial_files, assert_one_line_error, files_below
 from corpus import EXPECTED, FILE_NAMES, SKIPPED_IN_FOLDERS, write_corpus
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.cli.detect import main as detect_command
 from detector.cli.test import main as run_test_command

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from corpus import EXPECTED, write_corpus
 
-from detector.datasets.images import TruncatedImageWarning, read_image
-from detector.errors import DetectionError
+from eval.datasets.images import TruncatedImageWarning, read_image
+from eval.errors import DetectionError
 from proposals.selective_search import SelectiveSearchConfig, selective_search
 
 

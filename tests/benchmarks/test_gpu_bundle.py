@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from detector.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from detector.datasets import load_dataset
+from proposals.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from eval.datasets import load_dataset
 from proposals.cache import ProposalCache
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,12 +14,12 @@ from PIL import Image
 from torchvision.models import googlenet
 
 from detector import Detector
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.cli.detect import main as detect_main
 from detector.cli.test import main as run_test_command
-from detector.datasets import load_dataset
-from detector.errors import DetectionError
+from eval.datasets import load_dataset
+from eval.errors import DetectionError
 from detector.evaluation import evaluate_model, results_of
 from proposals.cache import ProposalCache
 
@@ -173,6 +173,6 @@ def test_evaluate_model_is_the_test_command(data, tmp_path):
 
 
 def test_importing_the_datasets_does_not_import_torch():
-    code = ("import sys, detector, detector.datasets; assert 'torch' not in sys.modules; "
+    code = ("import sys, detector, eval.datasets; assert 'torch' not in sys.modules; "
             "detector.Detector; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

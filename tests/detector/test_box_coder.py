@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from detector.box_coder import FAST_RCNN_STDS, SCALE_CLAMP, decode, encode
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # P: centre (20, 40), 20 x 40 px.  G: centre (30, 50), 30 x 80 px.
 P = torch.tensor([[10.0, 20.0, 30.0, 60.0]])

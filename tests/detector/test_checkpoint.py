@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import proposals.combined as combined
-from detector.checkpoint import (FORMAT_VERSION, ModelSpec, load_checkpoint, read_torch_file,
-                                 save_checkpoint)
-from detector.errors import DetectionError
+from proposals.checkpoint import (FORMAT_VERSION, ModelSpec, load_checkpoint, read_torch_file,
+                                  save_checkpoint)
+from eval.errors import DetectionError
 from proposals.cache import ProposalCache
 from proposals.combined import (COMBINED, ProposalConfig, build_proposer, embedded_multibox,
                                 proposal_record, proposer_for)

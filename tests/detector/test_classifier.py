@@ -7,7 +7,7 @@ from torchvision.models import GoogLeNet_Weights, googlenet
 
 from detector.classifier import (MIN_INPUT_SIZE, RegionClassifier, build_classifier,
                                  imagenet_classifier)
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 SIZE = 64  # a CPU-sized region
 

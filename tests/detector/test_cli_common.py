@@ -4,8 +4,10 @@ import warnings
 
 import pytest
 
-from detector.cli.common import check_output_dir, check_output_file, pick_device, run_main
-from detector.errors import DetectionError
+from detector.cli.common import run_main
+from eval.outputs import check_output_dir, check_output_file
+from proposals.devices import pick_device
+from eval.errors import DetectionError
 
 
 def test_an_error_and_a_warning_are_one_line_each(capsys):

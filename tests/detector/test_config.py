@@ -4,8 +4,8 @@ from typing import Literal
 
 import pytest
 
-from detector.config import load_config, to_dict
-from detector.errors import DetectionError
+from eval.config import load_config, to_dict
+from eval.errors import DetectionError
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ def test_missing_file(tmp_path):
 
 def test_training_configs_check_their_values_in_python_too():
     # A library user building configs in Python gets the checks a file gets.
-    from detector.config import ConfigValueError
-    from detector.train_config import (ModelConfig, MultiBoxValidation, Solver, SolverConfig,
-                                       TrainConfig)
+    from eval.config import ConfigValueError
+    from detector.training.config import (ModelConfig, MultiBoxValidation, Solver, SolverConfig,
+                                          TrainConfig)
     from proposals.combined import ProposalConfig
 
     assert TrainConfig().solver.lr == 0.001
@@ -86,7 +86,7 @@ def test_training_configs_check_their_values_in_python_too():
 
 
 def test_range_error_names_file_key_and_range(tmp_path):
-    from detector.train_config import load_train_config
+    from detector.training.config import load_train_config
 
     path = write(tmp_path, "solver:\n  fg_fraction: 2\n")
     with pytest.raises(DetectionError) as info:
@@ -96,7 +96,7 @@ def test_range_error_names_file_key_and_range(tmp_path):
 
 
 def test_task_picks_the_class(tmp_path):
-    from detector.train_config import MultiBoxTrainConfig, TrainConfig, load_train_config
+    from detector.training.config import MultiBoxTrainConfig, TrainConfig, load_train_config
 
     assert type(load_train_config(write(tmp_path, "seed: 1\n"))) is TrainConfig
     path = write(tmp_path, "task: multibox\n")
@@ -105,8 +105,8 @@ def test_task_picks_the_class(tmp_path):
 
 
 def test_resumed_config_changes_only_resumable_keys(tmp_path):
-    from detector.config import to_dict
-    from detector.train_config import TrainConfig, check_resumable, resumed_config
+    from eval.config import to_dict
+    from detector.training.config import TrainConfig, check_resumable, resumed_config
 
     stored = to_dict(TrainConfig())
     extended = resumed_config(stored, ["solver.epochs=20", "output=elsewhere"], "ck.pt")
@@ -124,14 +124,14 @@ def test_resumed_config_changes_only_resumable_keys(tmp_path):
 def test_constants_match_the_networks():
     # train_config stays torch-free, so it repeats two constants of torch modules.
     from detector.classifier import MIN_INPUT_SIZE
-    from detector.train_config import MIN_INPUT_SIZE as CONFIG_MIN, MULTIBOX_ALPHA
-    from proposals.multibox_loss import ALPHA
+    from detector.training.config import MIN_INPUT_SIZE as CONFIG_MIN, MULTIBOX_ALPHA
+    from detector.training.multibox_loss import ALPHA
 
     assert CONFIG_MIN == MIN_INPUT_SIZE and MULTIBOX_ALPHA == ALPHA
 
 
 def test_config_yaml_reads_back_as_the_same_config(tmp_path):
-    from detector.train_config import TrainConfig, config_yaml, load_train_config
+    from detector.training.config import TrainConfig, config_yaml, load_train_config
 
     config = load_train_config(write(tmp_path, "solver: {steps: [2, 5]}\nproposals: {}\n"))
     again = tmp_path / "again.yaml"
@@ -142,7 +142,7 @@ def test_config_yaml_reads_back_as_the_same_config(tmp_path):
 def test_every_shipped_config_reads_and_checks():
     from pathlib import Path
 
-    from detector.train_config import load_train_config
+    from detector.training.config import load_train_config
 
     configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
     assert configs

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.datasets import (
-    CocoInstances, Dataset, load_coco, load_coco_instances, load_dataset, load_ilsvrc, load_voc,
-    load_voc_folder, parse_coco_instances, read_class_list, read_image,
-)
-from detector.errors import DetectionError
+from eval.datasets import (
+                           CocoInstances, Dataset, load_coco, load_coco_instances, load_dataset, load_ilsvrc, load_voc,
+                           load_voc_folder, parse_coco_instances, read_class_list, read_image,
+                           )
+from eval.errors import DetectionError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent")
@@ -401,7 +401,7 @@ def test_load_dataset_detects_each_format(tmp_path):
 
 
 def test_module_imports_neither_torch_nor_pillow():
-    code = ("import sys, detector.datasets; "
+    code = ("import sys, eval.datasets; "
             "print(sorted(m for m in ('torch', 'PIL') if m in sys.modules))")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
@@ -546,7 +546,7 @@ def test_coco_eval_instances_match_pycocotools():
 
 def test_coco_split_by_id_or_file_name(tmp_path):
     """A split file selects COCO images by id or by file name; unknown entries are errors."""
-    from detector.datasets import load_dataset
+    from eval.datasets import load_dataset
 
     gt = {"images": [{"id": i, "width": 10, "height": 10, "file_name": f"{i:012d}.jpg"} for i in (3, 1, 2)],
           "categories": [{"id": 5, "name": "a"}],
@@ -567,7 +567,7 @@ def test_coco_booleans_as_iscrowd_are_accepted():
 
 
 def test_subset_coco_instances_renumbers():
-    from detector.datasets import subset_coco_instances
+    from eval.datasets import subset_coco_instances
 
     inst = parse_coco_instances(coco_dict(), "x.json")  # images 3, 5, 7; categories 1, 18
     sub = subset_coco_instances(inst, np.array([False, True, True]), np.array([True, False]))
@@ -579,7 +579,7 @@ def test_subset_coco_instances_renumbers():
 
 
 def test_coco_split_and_class_masks(tmp_path):
-    from detector.datasets import coco_class_mask, coco_split_mask
+    from eval.datasets import coco_class_mask, coco_split_mask
 
     inst = parse_coco_instances(coco_dict(), "x.json")
     assert coco_split_mask(inst, write(tmp_path / "s.txt", "7\nc.jpg\n7\n")).tolist() == [False, True, True]
@@ -589,7 +589,7 @@ def test_coco_split_and_class_masks(tmp_path):
 
 
 def test_loaders_refuse_numbers_too_long_and_xml_folders(tmp_path):
-    from detector.datasets.common import _read_split
+    from eval.datasets.common import _read_split
 
     with pytest.raises(DetectionError, match=r"s.txt line 2: image index 9{20}\.\.\. is out of range"):
         _read_split(write(tmp_path / "s.txt", "a 1\nb " + "9" * 5000 + "\n"))

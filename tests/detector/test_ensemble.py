@@ -7,9 +7,9 @@ import torch
 from detector.classifier import build_classifier
 from detector.ensemble import (InferencePath, StackedMembers, default_path, fold_batchnorm,
                                prepare_members)
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.pipeline import classify_regions, detect
-from detector.regions import normalize_image
+from proposals.networks import normalize_image
 
 SIZE, PAD = 64, 4
 IMAGE = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)

@@ -1,11 +1,11 @@
-"""detector.fileio: modes of written files, long names, exclusive creation."""
+"""eval.outputs: modes of written files, long names, exclusive creation."""
 import os
 import stat
 
 import pytest
 
-from detector.errors import DetectionError
-from detector.fileio import create_exclusive, write_atomic
+from eval.errors import DetectionError
+from eval.outputs import create_exclusive, write_atomic
 
 
 def mode_of(path) -> int:

@@ -1,4 +1,4 @@
-"""detector.datasets.images: truncated files, EXIF orientation, folder listings."""
+"""eval.datasets.images: truncated files, EXIF orientation, folder listings."""
 import io
 import warnings
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from detector.datasets.images import TruncatedImageWarning, list_image_files, read_image
-from detector.errors import DetectionError
+from eval.datasets.images import TruncatedImageWarning, list_image_files, read_image
+from eval.errors import DetectionError
 
 
 def photo(height: int = 96, width: int = 128) -> np.ndarray:

@@ -8,11 +8,12 @@ import torch
 import torchvision
 from torchvision.models import googlenet
 
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.pipeline import detect, imagenet_ensemble, load_ensemble, proposals_for
-from detector.regions import normalize_image, warp_regions
+from detector.regions import warp_regions
+from proposals.networks import normalize_image
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from detector.box_coder import FAST_RCNN_STDS, decode
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.postprocess import postprocess
 
 IMAGE = (200, 300)  # height, width

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from detector.pipeline import iter_inputs
 from detector.prefetch import prefetch_inputs
 from proposals.combined import ProposalConfig, Proposer

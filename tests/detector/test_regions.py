@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detector.errors import DetectionError
-from detector.regions import (IMAGENET_MEAN, IMAGENET_STD, context_boxes, iter_warped_regions,
-                              normalize_image, warp_regions)
+from eval.errors import DetectionError
+from detector.regions import context_boxes, iter_warped_regions, warp_regions
+from proposals.networks import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 
 H, W = 90, 120
 # 64 px regions with context 4 (R-CNN's 16 at 224, scaled): boxes are enlarged by 64/56 = 8/7, so

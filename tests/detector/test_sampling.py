@@ -1,7 +1,7 @@
 """Region labelling and fg/bg sampling for fine-tuning, on hand-computed boxes."""
 import torch
 
-from detector.sampling import label_regions, sample_regions, with_ground_truth
+from detector.training.sampling import label_regions, sample_regions, with_ground_truth
 
 
 def test_labels_follow_the_best_ground_truth_at_iou_half():
@@ -49,8 +49,8 @@ def test_ranks_get_equal_disjoint_shares_of_each_epoch(tmp_path):
     """DDP: every rank runs the same number of batches; together they cover every image."""
     import numpy as np
 
-    from detector.datasets import ImageRecord
-    from detector.training import RegionBatches
+    from eval.datasets import ImageRecord
+    from detector.training.core import RegionBatches
 
     records = [ImageRecord(i, f"{i}.png", 10, 10, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
                            np.zeros(0, bool), np.zeros(0, bool), np.zeros(0)) for i in range(7)]

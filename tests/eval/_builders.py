@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.datasets import Dataset, ImageRecord
+from eval.datasets import Dataset, ImageRecord
 from eval.detections import Detections
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from eval import evaluate_coco
 from eval.coco import box_iou_xywh
 
@@ -93,7 +93,7 @@ def test_reproduces_the_official_vector():
 def test_agrees_with_pycocotools_on_random_cases(seed):
     gt, results = random_case(seed)
     stats, precision, recall = pycocotools_eval(gt, results)
-    from detector.datasets import parse_coco_instances
+    from eval.datasets import parse_coco_instances
     from eval.evaluate import evaluate_coco_instances
     from eval import coco
     from eval.detections import load_results

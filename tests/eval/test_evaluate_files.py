@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from eval import evaluate_files, format_table
 from eval.evaluate import check_options
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.datasets import Dataset
+from eval.datasets import Dataset
 from eval.detections import Detections
 from eval.ilsvrc import evaluate_ilsvrc, ilsvrc_thresholds, match_ilsvrc
 from eval.voc import evaluate_voc

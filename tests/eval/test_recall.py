@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import eval.recall as recall_module
-from detector.datasets import Dataset, ImageRecord
-from detector.errors import DetectionError
+from eval.datasets import Dataset, ImageRecord
+from eval.errors import DetectionError
 from eval.recall import AR_IOU_THRESHOLDS, box_iou, evaluate_proposals, proposal_recall
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.datasets import Dataset
+from eval.datasets import Dataset
 from eval.detections import Detections
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from eval.voc import (VOC07_RECALL_POINTS, evaluate_voc, inclusive_iou, match_voc,
                       precision_recall, to_inclusive, voc_ap)
 from _builders import make_dataset, make_detections

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from proposals.cache import ProposalCache
 
 PARAMS = {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500, "max_boxes": None}

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detector.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from detector.errors import DetectionError
+from proposals.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from eval.errors import DetectionError
 from proposals.multibox import MultiBox, decode, encode, load_multibox, predict, save_multibox
-from proposals.multibox_training import MultiBoxBatches, crop_boxes, sample_training_boxes
+from detector.training.multibox_data import MultiBoxBatches, crop_boxes, sample_training_boxes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,7 +89,7 @@ def test_crop_keeps_boxes_mostly_inside_and_normalises_them():
 def test_batches_are_a_function_of_seed_epoch_and_index(tmp_path):
     from PIL import Image
 
-    from detector.datasets import ImageRecord
+    from eval.datasets import ImageRecord
     records = []
     for i in range(3):
         Image.fromarray(np.full((40, 50, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")

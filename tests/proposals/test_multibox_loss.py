@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from proposals.multibox import MultiBox, decode, encode
-from proposals.multibox_loss import (match_best_prior, match_bipartite, match_predicted,
-                                     multibox_loss)
+from detector.training.multibox_loss import (match_best_prior, match_bipartite, match_predicted,
+                                             multibox_loss)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

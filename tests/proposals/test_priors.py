@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from proposals.priors import cluster_priors, mean_best_iou
 
 GROUPS = np.array([[0.05, 0.05, 0.10, 0.10],     # tiny, top left

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 from proposals.grouping import Regions, Strategy, group
 from eval.recall import box_iou
 from proposals.selective_search import (
-    NEAR_DUPLICATE_IOU, SelectiveSearchConfig, _drop_near_duplicates, selective_search,
-)
+                                        NEAR_DUPLICATE_IOU, SelectiveSearchConfig, _drop_near_duplicates, selective_search,
+                                        )
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent")
@@ -311,7 +311,7 @@ def test_bad_configs_raise_detection_error(fields: dict) -> None:
 @pytest.mark.slow
 @needs_data
 def test_real_photos_are_covered() -> None:
-    from detector.datasets import load_voc_folder, read_image
+    from eval.datasets import load_voc_folder, read_image
     from eval.recall import evaluate_proposals
 
     root = DATA / "voc100"

@@ -10,13 +10,13 @@ import torchvision
 from PIL import Image
 from torchvision.models import googlenet
 
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from detector.ensemble import InferencePath, default_path
 from eval.detections import load_results
 from proposals.cache import ProposalCache
 from detector.api import inference_path_for
-from detector.cli.detect import inference_options
+from detector.cli.common import inference_options
 from detector.cli.detect import build_parser, main
 
 CLASSES = ["red", "blue"]

@@ -107,7 +107,7 @@ class BlockTorch:
             raise ImportError("torch imported on the evaluation path")
 sys.meta_path.insert(0, BlockTorch())
 from detector.cli.evaluate import main
-import eval, eval.voc, eval.ilsvrc, eval.recall, detector.datasets
+import eval, eval.voc, eval.ilsvrc, eval.recall, eval.datasets
 code = main(["--gt", {str(tmp_path / 'voc')!r}, "--detections", {str(tmp_path / 'd.json')!r}])
 assert code == 0, code
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.checkpoint import load_checkpoint
+from proposals.checkpoint import load_checkpoint
 from proposals.cache import ProposalCache
 from proposals.combined import COMBINED, MULTIBOX, merge_proposals
 from proposals.multibox import load_multibox, predict

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import detector.api
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
-from detector.datasets import load_dataset
+from eval.datasets import load_dataset
 from eval.detections import load_results
 from proposals.cache import ProposalCache
 from detector.cli.evaluate import main as evaluate_main

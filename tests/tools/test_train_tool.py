@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.checkpoint import load_checkpoint
+from proposals.checkpoint import load_checkpoint
 from detector.cli.train import main as train
 
 from _tiny import CLASSES, make_tiny
@@ -159,8 +159,8 @@ def test_stored_config_names_absolute_paths_and_resumes_from_anywhere(tiny, tmp_
 
 
 def test_python_users_train_through_the_same_function(tiny, tmp_path):
-    from detector.train_config import TrainConfig, load_train_config
-    from detector.trainer import train as train_config
+    from detector.training.config import TrainConfig, load_train_config
+    from detector.training.loop import train as train_config
 
     config = load_train_config(tiny / "tiny.yaml", ["solver.epochs=1", f"output={tmp_path / 'py'}"])
     assert isinstance(config, TrainConfig)
@@ -214,7 +214,7 @@ def test_multibox_skips_images_that_cannot_be_decoded(tiny, tmp_path, capsys):
 
 def test_multibox_refuses_a_batch_of_one_image_it_cannot_train(tiny, tmp_path, capsys):
     # 4 images in batches of 3 leave one of 1: at input 32 batch norm cannot train on it.
-    from detector.train_multibox import ONE_IMAGE_MIN_SIZE
+    from detector.training.multibox import ONE_IMAGE_MIN_SIZE
     from proposals.multibox import MultiBox
 
     net = MultiBox(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), 32).train()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 PathLike = str | os.PathLike
 

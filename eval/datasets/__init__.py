@@ -7,21 +7,21 @@ labels ``1..K`` (0 is background). Dataset ids and names are mapped here, at the
 NumPy-only (Pillow is imported lazily by `read_image`): the evaluation path uses this module and
 must not need torch.
 
-One module per format: `detector.datasets.coco`, `.voc`, `.ilsvrc`; `.images` decodes image
+One module per format: `eval.datasets.coco`, `.voc`, `.ilsvrc`; `.images` decodes image
 files; `.common` holds what they share. This module picks the reader (`load_dataset`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from detector.datasets.coco import (CocoInstances, _coco_subset, coco_class_mask, coco_dataset,
-                                    coco_split_mask, load_coco, load_coco_instances,
-                                    parse_coco_instances, subset_coco_instances)
-from detector.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list)
-from detector.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
-from detector.datasets.images import read_image
-from detector.datasets.voc import load_voc, load_voc_folder
-from detector.errors import DetectionError
+from eval.datasets.coco import (CocoInstances, _coco_subset, coco_class_mask, coco_dataset,
+                                coco_split_mask, load_coco, load_coco_instances,
+                                parse_coco_instances, subset_coco_instances)
+from eval.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list)
+from eval.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
+from eval.datasets.images import read_image
+from eval.datasets.voc import load_voc, load_voc_folder
+from eval.errors import DetectionError
 
 __all__ = ["CocoInstances", "Dataset", "ImageRecord", "coco_class_mask", "coco_dataset",
            "coco_split_mask", "load_coco", "load_coco_instances", "load_dataset", "load_ilsvrc",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from detector.datasets.common import (Dataset, PathLike, _content_lines, _is_digits,
-                                      _is_map_line, _parse_class_map, _parse_index,
-                                      _shown)
-from detector.datasets.voc import _read_xml, _select_xmls, _xml_records
-from detector.errors import DetectionError
+from eval.datasets.common import (Dataset, PathLike, _content_lines, _is_digits,
+                                  _is_map_line, _parse_class_map, _parse_index,
+                                  _shown)
+from eval.datasets.voc import _read_xml, _select_xmls, _xml_records
+from eval.errors import DetectionError
 
 _SYNSET = re.compile(r"n\d{8}")
 

@@ -1,4 +1,4 @@
-"""The MultiBox task of `detector.trainer.train` (``task: multibox``): its `TrainingRun`.
+"""The MultiBox task of `detector.training.loop.train` (``task: multibox``): its `TrainingRun`.
 
     python tools/train.py --config configs/raccoon_multibox_cpu.yaml
 
@@ -20,17 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.classifier import load_trunk_weights
-from detector.datasets import Dataset, load_dataset, read_image
-from detector.errors import DetectionError
-from detector.run_files import write_checkpoint
-from detector.train_config import MultiBoxTrainConfig
-from detector.training import TrainingRun
+from proposals.devices import autocast
+from proposals.networks import load_trunk_weights
+from eval.datasets import Dataset, load_dataset, read_image
+from eval.errors import DetectionError
+from detector.training.run_files import write_checkpoint
+from detector.training.config import MultiBoxTrainConfig
+from detector.training.core import TrainingRun
 from eval.recall import proposal_recall
 from proposals.multibox import MultiBox, predict, save_multibox
-from proposals.multibox_loss import multibox_loss
-from proposals.multibox_training import (MultiBoxBatches, collate_multibox,
-                                         sample_training_boxes)
+from detector.training.multibox_loss import multibox_loss
+from detector.training.multibox_data import (MultiBoxBatches, collate_multibox,
+                                             sample_training_boxes)
 from proposals.priors import cluster_priors, mean_best_iou
 
 # Below this input side GoogLeNet's last stage is 1x1, and batch norm cannot train on a batch
@@ -120,8 +121,7 @@ def multibox_step(model: torch.nn.Module, batch, *, priors: torch.Tensor, device
                   amp_dtype: torch.dtype | None, alpha: float, matching: str):
     """The MultiBox training step: forward (bf16 autocast where given), `multibox_loss`."""
     inputs, boxes = batch
-    with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
-                        enabled=amp_dtype is not None):
+    with autocast(device, amp_dtype):
         residuals, logits = model(inputs.to(device))
     return multibox_loss(residuals, logits, priors, boxes, alpha, matching)
 

@@ -1,6 +1,6 @@
 """Training data for MultiBox: whole images and random crops, resized to the network input.
 
-Like `detector.training.RegionBatches`, everything random about a batch (images, crops, flips,
+Like `detector.training.core.RegionBatches`, everything random about a batch (images, crops, flips,
 photometric factors) follows from ``(seed, epoch, batch index)`` alone, so runs are reproducible
 with any number of loader workers and resume exactly at epoch boundaries.
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detector.datasets import ImageRecord, read_image
-from detector.training import (PHOTOMETRIC_RANGE, distort, epoch_batches, flip_boxes,
-                               seeded_generator)
+from eval.datasets import ImageRecord, read_image
+from detector.training.core import (PHOTOMETRIC_RANGE, distort, epoch_batches, flip_boxes,
+                                    seeded_generator)
 from proposals.multibox import prepare_image
 
 FULL_IMAGE_SHARE = 0.5      # samples that are the whole image

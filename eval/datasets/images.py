@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.common import PathLike
-from detector.errors import DetectionError
+from eval.datasets.common import PathLike
+from eval.errors import DetectionError
 
 # The suffixes of the image files that folder inputs take (Pillow decodes each). GIF is not
 # among them: it is animation or 256-colour graphics, not photos (read_image still reads one).

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.common import (Dataset, PathLike, _is_int, _is_number, _read_split,
-                                      _record, _shown, _strip_ext, _Tally, read_class_list)
-from detector.errors import DetectionError
+from eval.datasets.common import (Dataset, PathLike, _is_int, _is_number, _read_split,
+                                  _record, _shown, _strip_ext, _Tally, read_class_list)
+from eval.errors import DetectionError
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.errors import DetectionError
-from detector.fileio import write_atomic
+from eval.errors import DetectionError
+from eval.outputs import write_atomic
 
 # 2: proposal records carry their MultiBox network (1 stored the MultiBox checkpoint's path).
 FORMAT_VERSION = 2

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 T = TypeVar("T")
 

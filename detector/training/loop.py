@@ -1,7 +1,7 @@
 """Training orchestration for both tasks: the loop, its solver, resumption, logs, checkpoints.
 
-    from detector.train_config import load_train_config
-    from detector.trainer import train
+    from detector.training.config import load_train_config
+    from detector.training.loop import train
     train(load_train_config("configs/raccoon_cpu.yaml", ["solver.epochs=1"]))
 
 SGD with a step schedule, bf16 autocast on CUDA, DDP under torchrun, per-epoch checkpoints with
@@ -18,16 +18,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from detector.checkpoint import load_checkpoint
-from detector.cli.common import check_output_dir, pick_device
-from detector.config import to_dict
-from detector.errors import DetectionError
-from detector.fileio import write_atomic
-from detector.run_files import MetricsLog
-from detector.train_classifier import classifier_run
-from detector.train_config import (AnyTrainConfig, Solver, absolute_paths, check_resumable,
-                                   config_from_dict, config_yaml)
-from detector.training import capture_rng, restore_rng, train_one_epoch
+from proposals.checkpoint import load_checkpoint
+from eval.outputs import check_output_dir
+from proposals import devices
+from eval.config import to_dict
+from eval.errors import DetectionError
+from eval.outputs import write_atomic
+from detector.training.run_files import MetricsLog
+from detector.training.classifier import classifier_run
+from detector.training.config import (AnyTrainConfig, Solver, absolute_paths, check_resumable,
+                                      config_from_dict, config_yaml)
+from detector.training.core import capture_rng, restore_rng, train_one_epoch
 
 
 def train(config: AnyTrainConfig, *, device: str = "auto",
@@ -48,11 +49,13 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
             print(f"{resume}: the run already finished its {start} epochs; to extend it, resume "
                   f"with --set solver.epochs=N (N > {start})")
             return Path(config.output) / "last.pt"
-    rank, world, dev = setup_distributed(device)
+    dev = devices.pick_device(device)
+    rank, world = devices.world()
+    devices.join_process_group(dev)
     out = check_output_dir(config.output, "output")
-    amp = torch.bfloat16 if dev.type == "cuda" else None
+    amp = devices.default_autocast(dev)
     if config.task == "multibox":
-        from detector.train_multibox import multibox_run
+        from detector.training.multibox import multibox_run
         run = multibox_run(config, rank, world, dev, amp, payload)
     else:
         run = classifier_run(config, rank, world, dev, amp)
@@ -96,8 +99,8 @@ def run_epoch(run, net, optimizer, config: AnyTrainConfig, epoch: int, rank: int
 
 def resume_config(path: str | os.PathLike, overrides: list[str] = ()) -> AnyTrainConfig:
     """The config stored in checkpoint ``path`` with ``overrides`` (``key=value``) applied;
-    only `detector.train_config.RESUMABLE` keys may change."""
-    from detector.train_config import resumed_config
+    only `detector.training.config.RESUMABLE` keys may change."""
+    from detector.training.config import resumed_config
 
     payload = load_checkpoint(path, kind=None)
     if "config" not in payload or "epoch" not in payload:
@@ -115,16 +118,6 @@ def resume_start(payload: dict, config: AnyTrainConfig, where: str) -> int:
     stored = absolute_paths(config_from_dict(payload["config"], where))
     check_resumable(stored, absolute_paths(config), where)
     return int(payload["epoch"])
-
-
-def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun, joins the process group (NCCL on GPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    device = pick_device(device_arg, int(os.environ.get("LOCAL_RANK", 0)))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
 
 
 def build_solver(model: torch.nn.Module, s: Solver):

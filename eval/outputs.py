@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
-from detector.errors import DetectionError
+from eval.errors import DetectionError
 
 # The longest file name (in bytes) that POSIX file systems in use take (ext4, xfs, btrfs, tmpfs).
 NAME_MAX = 255
@@ -109,3 +110,44 @@ def _create_excl_direct(path: Path, data: bytes | str) -> bool:
         return False
     _write_all(fd, data, durable=False, mode=None)
     return True
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """An output file ``flag`` will write, checked before any work: a name the file system
+    can hold, not a folder, and its folder (created if missing) writable. Returns it as a Path."""
+    path = Path(path)
+    _check_names(path, flag)
+    if path.is_dir():
+        raise DetectionError(f"{flag} {path}: is a folder; give the name of a file to write")
+    _writable_folder(path.parent, flag, path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """An output folder, created if missing, checked writable before any work."""
+    path = Path(path)
+    _check_names(path, flag)
+    if path.exists() and not path.is_dir():
+        raise DetectionError(f"{flag} {path}: is a file, not a folder; give a folder name")
+    _writable_folder(path, flag, path)
+    return path
+
+
+def _check_names(path: Path, flag: str) -> None:
+    """Every component of ``path`` within the file system's 255-byte limit (on Python 3.11
+    ``Path.is_dir`` raises ENAMETOOLONG instead of answering)."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise DetectionError(f"{flag} {str(path)[:80]}...: the name {part[:40]!r}... is "
+                                 f"{len(os.fsencode(part))} bytes, over the file system's "
+                                 f"{NAME_MAX}-byte limit; choose a shorter name")
+
+
+def _writable_folder(folder: Path, flag: str, target: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DetectionError(f"{flag} {target}: cannot write there ({e.strerror or e}); choose "
+                             "another path") from None

@@ -1,4 +1,4 @@
-"""The classifier task of `detector.trainer.train`: its dataset, cache, network and validation.
+"""The classifier task of `detector.training.loop.train`: its dataset, cache, network and validation.
 
 Images whose proposals the cache records as failed (a damaged photo the propose command could
 not decode) are left out of training and validation, with their count and the cache's
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from detector.checkpoint import ModelSpec, save_checkpoint
+from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
-from detector.datasets import Dataset, load_dataset
-from detector.errors import DetectionError
+from eval.datasets import Dataset, load_dataset
+from eval.errors import DetectionError
 from detector.evaluation import evaluate_model
-from detector.run_files import write_checkpoint
-from detector.train_config import TrainConfig
-from detector.training import RegionBatches, TrainingRun, collate, region_step
+from detector.training.run_files import write_checkpoint
+from detector.training.config import TrainConfig
+from detector.training.core import RegionBatches, TrainingRun, collate, region_step
 from proposals.cache import ProposalCache
 from proposals.combined import check_cache_matches, proposal_record
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from detector.config import ConfigValueError, check_fields, load_config, read_yaml, to_dict
-from detector.errors import DetectionError
+from eval.config import ConfigValueError, check_fields, load_config, read_yaml, to_dict
+from eval.errors import DetectionError
 from proposals.combined import ProposalConfig
 
 # detector.classifier.MIN_INPUT_SIZE (that module imports torch; a test holds the two equal):
 # GoogLeNet's last pooling needs regions of at least this side.
 MIN_INPUT_SIZE = 15
-# The MultiBox loss's default location weight (proposals.multibox_loss.ALPHA; a test holds it).
+# The MultiBox loss's default location weight (detector.training.multibox_loss.ALPHA; a test holds it).
 MULTIBOX_ALPHA = 0.3
 # What `--resume` may change: how long the run goes on, where it writes, how often it validates.
 RESUMABLE = ("solver.epochs", "solver.eval_every", "output")
@@ -216,7 +216,7 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> AnyTrainCo
 
 def config_from_dict(data: dict, where: str) -> AnyTrainConfig:
     """A config from its plain-dict form (a checkpoint's ``config``); ``where`` names it."""
-    from detector.config import from_dict
+    from eval.config import from_dict
 
     if not isinstance(data, dict):
         raise DetectionError(f"{where}: its config is not a mapping; is it a training checkpoint?")

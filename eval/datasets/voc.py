@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
-                                      _read_split, _record, _shown, _strip_ext, _Tally)
-from detector.errors import DetectionError
+from eval.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
+                                  _read_split, _record, _shown, _strip_ext, _Tally)
+from eval.errors import DetectionError
 
 # Tried in this order when an XML's <filename> is not in the image folder (ILSVRC XMLs name the
 # image without its extension).

@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from detector.box_coder import encode
-from detector.datasets import ImageRecord, read_image
-from detector.errors import DetectionError
-from detector.regions import standardize, warp_regions
-from detector.sampling import label_regions, sample_regions, with_ground_truth
+from eval.datasets import ImageRecord, read_image
+from eval.errors import DetectionError
+from detector.regions import warp_regions
+from proposals.devices import autocast
+from proposals.networks import standardize
+from detector.training.sampling import label_regions, sample_regions, with_ground_truth
 from proposals.cache import ProposalCache
 
 # R-CNN: box regression learns only from regions that overlap their object well (IoU > 0.6).
@@ -185,8 +187,7 @@ def region_step(model: nn.Module, samples: list[ImageSample], *, device: torch.d
                 ) -> tuple[torch.Tensor, dict]:
     """The classifier's training step: warp the batch's regions, forward, `region_loss`."""
     inputs, labels, targets, regress = warp_batch(samples, device, input_size, context_pad)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
-                        enabled=amp_dtype is not None):
+    with autocast(device, amp_dtype):
         logits, deltas = model(inputs)
     return region_loss(logits, deltas, labels, targets, regress)
 
@@ -196,7 +197,7 @@ Step = Callable[[nn.Module, Any], tuple[torch.Tensor, dict]]
 
 @dataclass
 class TrainingRun:
-    """What differs between the networks `detector.trainer.train` trains (classifier, MultiBox).
+    """What differs between the networks `detector.training.loop.train` trains (classifier, MultiBox).
 
     ``batches`` has ``set_epoch(epoch)`` and yields whole batches (loader batch size 1,
     ``collate``); ``step(model, batch)`` returns the loss and its float parts (``"loss"`` among

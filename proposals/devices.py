@@ -1,0 +1,108 @@
+"""Devices, ranks and precision: the one place that reads ``--device``, torchrun's environment
+and the process group, and picks mixed precision.
+
+``torchrun --nproc-per-node N ...`` starts N processes with RANK, WORLD_SIZE and LOCAL_RANK set;
+without torchrun every function here is the single-process identity (rank 0 of 1, no group).
+Every command, `detector.Detector.load`, training and proposal extraction go through these.
+Backend: NCCL when the ranks run on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+
+from eval.errors import DetectionError
+
+# What ``--device`` (and ``Detector.load(device=)``) takes, as the error message lists it.
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment; ``(0, 1)`` without it."""
+    try:
+        rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise DetectionError(f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE="
+                             f"{os.environ.get('WORLD_SIZE')!r} must be integers") from None
+    if not 0 <= rank < size:
+        raise DetectionError(f"RANK={rank} is outside WORLD_SIZE={size}")
+    return rank, size
+
+
+def local_rank() -> int:
+    """This process's GPU index on its machine (torchrun's LOCAL_RANK; 0 without it)."""
+    value = os.environ.get("LOCAL_RANK", "0")
+    if not value.isdigit():
+        raise DetectionError(f"LOCAL_RANK={value!r} must be a non-negative integer")
+    return int(value)
+
+
+def pick_device(name: str | torch.device = "auto", what: str = "--device") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` -> this process's GPU (torchrun's
+    LOCAL_RANK); ``cuda:N`` that GPU; ``cpu``. Anything else, or CUDA without a GPU, is one
+    error naming ``what`` (the flag or argument the value came from)."""
+    name = str(name)
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:")
+                                                     and name[5:].isdigit()):
+        raise DetectionError(f"{what} {name}: unknown device; use {DEVICE_CHOICES}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DetectionError(f"{what} {name}: no CUDA device is visible; use cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank()}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise DetectionError(f"{what} {name}: only {torch.cuda.device_count()} CUDA "
+                                 "device(s) are visible; use cuda:0 ..")
+        torch.cuda.set_device(device)
+    return device
+
+
+def join_process_group(device: torch.device | None = None, required: bool = True) -> bool:
+    """Join torchrun's process group (once) when there is more than one rank: NCCL for CUDA
+    ranks, gloo otherwise (``device`` None: gloo, for CPU-only work such as proposals).
+
+    Ranks started without torchrun's rendezvous (RANK and WORLD_SIZE set by hand, no
+    MASTER_ADDR) cannot meet: an error when the work needs the others (``required``), else
+    each rank works alone on its share. Returns whether this process is in a group.
+    """
+    if world()[1] == 1 or dist.is_initialized():
+        return dist.is_initialized()
+    if "MASTER_ADDR" not in os.environ:
+        if required:
+            raise DetectionError(f"WORLD_SIZE={world()[1]} but no MASTER_ADDR: start the ranks "
+                                 "with torchrun (which sets both), or unset WORLD_SIZE")
+        return False
+    dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
+    return True
+
+
+def leave_process_group() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def default_autocast(device: torch.device) -> torch.dtype | None:
+    """The mixed precision the tools use on ``device``: bf16 autocast on CUDA (tensor cores;
+    BENCHMARKS.md), float32 (None) on CPU."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context running the networks in ``dtype`` autocast on ``device``; None = float32
+    (a context that changes nothing). Box arithmetic stays outside it, in float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
