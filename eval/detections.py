@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval.errors import DetectionError
+from eval.inputs import is_number, parse_json, read_text
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,8 +58,8 @@ def _read_json_list(source, where: str) -> tuple[list, bool]:
     """The entries, and False when they certainly hold no JSON true/false (a file whose text
     has neither word: the common case, found at C speed)."""
     if isinstance(source, (str, os.PathLike)):
-        text = _read_text(source, where)
-        results = _parse_json(text, where)
+        text = read_text(source, "detections", _FIX)
+        results = parse_json(text, where, _FIX)
         may_hold_bools = "true" in text or "false" in text
     else:
         results, may_hold_bools = source, True
@@ -73,37 +73,7 @@ def _read_json_list(source, where: str) -> tuple[list, bool]:
     return results, may_hold_bools
 
 
-_FIX = "write a COCO results list"
-
-
-def _read_text(path: str | os.PathLike, where: str) -> str:
-    """A detections file's text; every way of failing is one `DetectionError`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise DetectionError(f"{where}: detections file not found; check the path") from None
-    except IsADirectoryError:
-        raise DetectionError(f"{where}: is a folder; pass the detections .json file") from None
-    except UnicodeDecodeError as e:
-        raise DetectionError(f"{where}: not UTF-8 text (byte {e.start}); {_FIX} in UTF-8") from None
-    except OSError as e:
-        raise DetectionError(f"{where}: cannot read ({e.strerror or e}); check the path") from None
-
-
-def _parse_json(text: str, where: str) -> object:
-    """The parsed JSON of a detections file's text; malformed JSON is one `DetectionError`."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DetectionError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, "
-                             f"column {e.colno}); {_FIX}") from None
-    except RecursionError:
-        raise DetectionError(f"{where}: JSON nested too deeply; {_FIX}") from None
-    except ValueError as e:  # e.g. an integer of more digits than Python converts
-        why = ("it holds an integer of more than 4300 digits"
-               if "integer string conversion" in str(e) else str(e)[:100])
-        raise DetectionError(f"{where}: unreadable JSON ({why}); {_FIX}") from None
+_FIX = "pass a COCO results file (a UTF-8 JSON list of detections)"
 
 
 def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
@@ -201,24 +171,14 @@ def _checked_numbers(results: list, where: str) -> tuple[np.ndarray, np.ndarray]
     and score float64 [N] (e.g. when a large integer made NumPy fall back to objects)."""
     for i, entry in enumerate(results):
         box, score = entry.get("bbox"), entry.get("score")
-        if not (type(box) is list and len(box) == 4 and all(map(_is_number, box))):
+        if not (type(box) is list and len(box) == 4 and all(map(is_number, box))):
             raise DetectionError(f"{where}: entry {i} has bbox {_short(box)}; expected "
-                                 "[x, y, w, h] numbers")
-        if not _is_number(score):
-            raise DetectionError(f"{where}: entry {i} has score {_short(score)}; expected a number")
+                                 "[x, y, w, h] finite numbers")
+        if not is_number(score):
+            raise DetectionError(f"{where}: entry {i} has score {_short(score)}; expected a "
+                                 "finite number")
     return (np.array([e["bbox"] for e in results], np.float64).reshape(-1, 4),
             np.array([e["score"] for e in results], np.float64))
-
-
-def _is_number(value) -> bool:
-    """A JSON number that fits a float64 (not a boolean, not an integer too large for it)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
 
 
 def _short(value) -> str:

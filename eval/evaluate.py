@@ -14,7 +14,7 @@ import numpy as np
 from eval.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset,
                            coco_split_mask, load_coco_instances, load_dataset,
                            subset_coco_instances)
-from eval.datasets.common import check_input_names
+from eval.inputs import check_input_names
 from eval.datasets.ilsvrc import _is_class_map
 from eval.errors import DetectionError
 from eval import coco

@@ -18,6 +18,7 @@ what to do. Torch-free; NumPy is not needed either.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -54,14 +55,23 @@ def over_long_part(path: str | os.PathLike) -> str | None:
     return next((part for part in Path(path).parts if len(os.fsencode(part)) > NAME_MAX), None)
 
 
-def check_name(path: str | os.PathLike, label: str) -> None:
-    """Refuse a path with a component over `NAME_MAX` bytes; ``label`` names it in the error
-    (a flag with its value, or the path itself)."""
+def check_name(path: str | os.PathLike, label: str | None = None) -> None:
+    """Refuse a path with a component over `NAME_MAX` bytes (inputs and outputs alike);
+    ``label`` names it in the error (a flag with its value; by default the path itself)."""
     long = over_long_part(path)
     if long is not None:
+        label = _short(Path(path)) if label is None else label
         raise DetectionError(f"{label}: the name {long[:40]!r}... is {len(os.fsencode(long))} "
                              f"bytes, over the file system's {NAME_MAX}-byte limit; check the "
                              "path or choose a shorter name")
+
+
+def check_input_names(**paths: str | os.PathLike | None) -> None:
+    """`check_name` for each input a command was given, named by its option (the keyword,
+    shown as ``--key``); None and non-path values are skipped."""
+    for key, path in paths.items():
+        if isinstance(path, (str, os.PathLike)):
+            check_name(path, f"--{key} {_short(Path(path))}")
 
 
 def check_input_file(path: str | os.PathLike, kind: str, fix: str = "check the path") -> Path:
@@ -146,6 +156,17 @@ def parse_json(text: str, where: str, fix: str) -> Any:
         why = ("it holds an integer of more than 4300 digits"
                if "integer string conversion" in str(e) else str(e)[:100])
         raise DetectionError(f"{where}: unreadable JSON ({why}); {fix}") from None
+
+
+def is_number(value: object) -> bool:
+    """A finite number as JSON gives them: an int or float, not a boolean (``True == 1``), not
+    NaN or infinite (JSON's ``NaN``/``Infinity``), not an integer too large for a float64."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_stat(path: Path, info: os.stat_result, kind: str, fix: str) -> None:

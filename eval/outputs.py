@@ -13,9 +13,7 @@ import tempfile
 from pathlib import Path
 
 from eval.errors import DetectionError
-
-# The longest file name (in bytes) that POSIX file systems in use take (ext4, xfs, btrfs, tmpfs).
-NAME_MAX = 255
+from eval.inputs import check_name
 # How much of the target's name a temporary name repeats (bytes): enough to recognise it.
 _TEMP_PREFIX_BYTES = 60
 
@@ -25,10 +23,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, durable: bool = Fal
 
     The rename is atomic on POSIX file systems, so ``path`` never holds a partial file. With
     ``durable`` the data is flushed to disk before the rename (survives a power cut, costs a
-    sync per file). A name longer than `NAME_MAX` bytes is refused with a DetectionError.
+    sync per file). A name longer than `eval.inputs.NAME_MAX` bytes is refused with a DetectionError.
     """
     path = Path(path)
-    check_name_length(path)
+    check_name(path)
     fd, tmp = _open_temp(path)
     try:
         _write_all(fd, data, durable, _existing_mode(path))
@@ -47,7 +45,7 @@ def create_exclusive(path: str | os.PathLike, data: bytes | str) -> bool:
     the file is created with O_EXCL and then written (exclusive, but briefly partial).
     """
     path = Path(path)
-    check_name_length(path)
+    check_name(path)
     fd, tmp = _open_temp(path)
     try:
         _write_all(fd, data, durable=False, mode=None)
@@ -60,14 +58,6 @@ def create_exclusive(path: str | os.PathLike, data: bytes | str) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def check_name_length(path: Path) -> None:
-    """Refuse a file name the file system cannot hold, naming it and the fix."""
-    size = len(os.fsencode(path.name))
-    if size > NAME_MAX:
-        raise DetectionError(f"{path}: the file name is {size} bytes, over the file system's "
-                             f"{NAME_MAX}-byte limit; choose a shorter name")
 
 
 def _open_temp(path: Path) -> tuple[int, Path]:
@@ -116,7 +106,7 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
     """An output file ``flag`` will write, checked before any work: a name the file system
     can hold, not a folder, and its folder (created if missing) writable. Returns it as a Path."""
     path = Path(path)
-    _check_names(path, flag)
+    check_name(path, f"{flag} {str(path)[:80]}")
     if path.is_dir():
         raise DetectionError(f"{flag} {path}: is a folder; give the name of a file to write")
     _writable_folder(path.parent, flag, path)
@@ -126,21 +116,11 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
 def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     """An output folder, created if missing, checked writable before any work."""
     path = Path(path)
-    _check_names(path, flag)
+    check_name(path, f"{flag} {str(path)[:80]}")
     if path.exists() and not path.is_dir():
         raise DetectionError(f"{flag} {path}: is a file, not a folder; give a folder name")
     _writable_folder(path, flag, path)
     return path
-
-
-def _check_names(path: Path, flag: str) -> None:
-    """Every component of ``path`` within the file system's 255-byte limit (on Python 3.11
-    ``Path.is_dir`` raises ENAMETOOLONG instead of answering)."""
-    for part in path.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise DetectionError(f"{flag} {str(path)[:80]}...: the name {part[:40]!r}... is "
-                                 f"{len(os.fsencode(part))} bytes, over the file system's "
-                                 f"{NAME_MAX}-byte limit; choose a shorter name")
 
 
 def _writable_folder(folder: Path, flag: str, target: Path) -> None:

@@ -71,7 +71,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     """What `eval.evaluate_files` does not refuse itself: --images where this command reads no
     image (COCO JSON ground truth; the test command passes it there, for detecting) or that is
     not a folder. Over-long names first: looking them up would raise."""
-    from eval.datasets.common import check_input_names
+    from eval.inputs import check_input_names
     from eval.evaluate import is_coco_json
 
     check_input_names(gt=args.gt, detections=args.detections, images=args.images,
@@ -87,7 +87,8 @@ def check_inputs(args: argparse.Namespace) -> None:
 def check_outputs(args: argparse.Namespace) -> list[Path]:
     """--json and --plot checked before the work: writable files (folders created), not one
     another, and not an input (writing there would destroy it); --plot's format writable."""
-    from eval.datasets.common import _shown, over_long_part
+    from eval.datasets.common import _shown
+    from eval.inputs import over_long_part
 
     outputs = []
     for flag, path in (("--json", args.json), ("--plot", args.plot)):

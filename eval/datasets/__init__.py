@@ -43,11 +43,12 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
         raise DetectionError(f"{gt}: no such file or folder; pass a COCO .json file or a folder "
                              "of VOC/ILSVRC XMLs")
     is_map = classes is not None and _is_class_map(classes)
-    if path.is_file() and path.suffix.lower() == ".json":
+    # Not a folder: a file (the reader refuses a FIFO, device or socket by name, unread).
+    if not path.is_dir() and path.suffix.lower() == ".json":
         _reject_options(gt, "COCO JSON", classes=classes, blacklist=blacklist)
         dataset = load_coco(path, images)
         return dataset if split is None else _coco_subset(dataset, split)
-    if path.is_file():
+    if not path.is_dir():
         raise DetectionError(f"{gt}: not a .json file; pass COCO JSON or a folder of XMLs")
     if (path / "Annotations").is_dir() and not is_map:
         _reject_options(gt, "a PASCAL VOC root", blacklist=blacklist)

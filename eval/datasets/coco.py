@@ -2,16 +2,16 @@
 NumPy only."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from eval.datasets.common import (Dataset, PathLike, _is_int, _is_number, _read_split,
-                                  _record, _shown, _strip_ext, _Tally, read_class_list)
+from eval.datasets.common import (Dataset, PathLike, _is_int, _read_split, _record, _shown,
+                                  _strip_ext, _Tally, read_class_list)
 from eval.errors import DetectionError
+from eval.inputs import is_number, read_json
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +72,7 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
     if not _is_int(ann["id"]):
         raise DetectionError(f"{where}: the id must be an integer; fix the annotation")
     bbox = ann["bbox"]
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(is_number, bbox))):
         raise DetectionError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], "
                              f"got {_shown(bbox)}; fix the annotation")
     if bbox[2] < 0 or bbox[3] < 0:
@@ -86,7 +86,7 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
         raise DetectionError(f"{where}: category_id {label!r} is not in 'categories'; add the "
                              "category or fix the annotation")
     area = ann.get("area", bbox[2] * bbox[3])
-    if not _is_number(area) or area < 0:
+    if not is_number(area) or area < 0:
         raise DetectionError(f"{where}: area {_shown(area)} is not a finite number >= 0; fix or "
                              "remove it")
     crowd = ann.get("iscrowd", 0)
@@ -126,7 +126,7 @@ def parse_coco_instances(obj: dict, source: str = "<dict>") -> CocoInstances:
     _check_category_names(cats, source)
     for i in image_ids:
         size = images[i]["width"], images[i]["height"]
-        if not all(_is_number(v) and 0 < v < 2**31 for v in size):
+        if not all(is_number(v) and 0 < v < 2**31 for v in size):
             raise DetectionError(f"{source}: image id {i}: width and height must be positive "
                                  f"numbers of pixels, got {_shown(size[0])} x {_shown(size[1])}; fix the image "
                                  "entry")
@@ -159,33 +159,9 @@ def load_coco_instances(path_or_dict: PathLike | dict) -> CocoInstances:
     if isinstance(path_or_dict, dict):
         return parse_coco_instances(path_or_dict)
     path = Path(path_or_dict)
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DetectionError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: "
-                             f"{e.msg}; fix or re-download the file") from None
-    except IsADirectoryError:
-        raise DetectionError(f"{path}: is a folder; pass the COCO instances .json file") from None
-    except UnicodeDecodeError as e:
-        raise DetectionError(f"{path}: not UTF-8 text (byte {e.start}); COCO JSON is UTF-8, fix "
-                             "or re-download the file") from None
-    except OSError as e:
-        raise DetectionError(f"{path}: cannot read the COCO file ({e}); check the path") from None
-    except RecursionError:
-        raise DetectionError(f"{path}: JSON nested too deeply to be COCO instances; fix or "
-                             "re-download the file") from None
-    except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise DetectionError(f"{path}: unreadable JSON ({_json_value_error(e)}); fix or "
-                             "re-download the file") from None
+    obj = read_json(path, "ground truth", "pass a COCO instances .json file (fix or re-download "
+                    "it if damaged)")
     return parse_coco_instances(obj, str(path))
-
-
-def _json_value_error(e: ValueError) -> str:
-    """What a ValueError of `json.load` means, in a user's words."""
-    if "integer string conversion" in str(e):
-        return "it holds an integer of more than 4300 digits"
-    return str(e)[:100]
 
 
 def load_coco(annotations: PathLike | dict, image_root: PathLike | None = None) -> Dataset:

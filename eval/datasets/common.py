@@ -3,15 +3,15 @@ the clipping tally. NumPy only (the evaluation path must not need torch)."""
 from __future__ import annotations
 
 import csv
-import math
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from eval.errors import DetectionError
+from eval.inputs import read_text
 
 PathLike = str | os.PathLike
 
@@ -53,37 +53,8 @@ class Dataset:
     blacklist: frozenset[tuple[int, int]] = field(default_factory=frozenset)
 
 
-def check_input_names(**paths: PathLike | None) -> None:
-    """Refuse input paths the file system cannot even look up (a name over 255 bytes makes
-    ``stat`` fail with ENAMETOOLONG, which `Path.exists` does not absorb), naming the option
-    (the keyword, shown as its ``--flag``)."""
-    for key, path in paths.items():
-        if path is None or not isinstance(path, (str, os.PathLike)):
-            continue
-        long = over_long_part(path)
-        if long:
-            raise DetectionError(f"--{key} {_shown(str(path), 80)}: no such file (a name of "
-                                 f"{len(os.fsencode(long))} bytes, over the file system's "
-                                 "255); check the path")
-
-
-def over_long_part(path: PathLike) -> str | None:
-    """The first component of ``path`` longer than a file name can be (255 bytes), or None."""
-    return next((part for part in Path(path).parts if len(os.fsencode(part)) > 255), None)
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    """A finite JSON number (not a boolean, not an integer too large for a float64)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -142,11 +113,9 @@ def _record(image_id: int | str, file_name: str, width: int, height: int, boxes:
 
 
 def _content_lines(path: PathLike) -> list[tuple[int, str]]:
-    """(line number, stripped text) of a text file's lines, without blanks and '#' comments."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DetectionError(f"{path}: cannot read ({e}); check the path") from e
+    """(line number, stripped text) of a list file's lines (a split, class list or blacklist,
+    read through `eval.inputs`), without blanks and '#' comments."""
+    text = read_text(path, "list", "check the path, or write a UTF-8 text file of lines")
     lines = enumerate((line.strip() for line in text.splitlines()), 1)
     return [(n, line) for n, line in lines if line and not line.startswith("#")]
 
@@ -223,15 +192,15 @@ def _read_split(path: PathLike) -> list[tuple[str, int]]:
     ``.csv``: the ``filename`` column; several rows per image are allowed.
     """
     if str(path).lower().endswith(".csv"):
+        text = read_text(path, "list", "check the path, or write a UTF-8 CSV file")
         try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if "filename" not in (reader.fieldnames or []):
-                    raise DetectionError(f"{path}: no 'filename' column (header: "
-                                         f"{reader.fieldnames}); a CSV split needs one")
-                ids = dict.fromkeys(_strip_ext(row["filename"] or "") for row in reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DetectionError(f"{path}: cannot read the split file ({e})") from e
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if "filename" not in (reader.fieldnames or []):
+                raise DetectionError(f"{path}: no 'filename' column (header: "
+                                     f"{_shown(reader.fieldnames, 120)}); a CSV split needs one")
+            ids = dict.fromkeys(_strip_ext(row["filename"] or "") for row in reader)
+        except csv.Error as e:
+            raise DetectionError(f"{path}: not a readable CSV split file ({e}); fix it") from None
         return [(image_id, k) for k, image_id in enumerate(ids, 1)]
     out = []
     for k, (lineno, text) in enumerate(_content_lines(path), 1):

@@ -10,6 +10,7 @@ from eval.datasets.common import (Dataset, PathLike, _content_lines, _is_digits,
                                   _shown)
 from eval.datasets.voc import _read_xml, _select_xmls, _xml_records
 from eval.errors import DetectionError
+from eval.inputs import read_bytes
 
 _SYNSET = re.compile(r"n\d{8}")
 
@@ -69,8 +70,8 @@ def _has_synset_names(ann_dir: Path) -> bool:
     """True when the first object name among the first XMLs is a WordNet synset."""
     for path in sorted(p for p in ann_dir.glob("*.xml") if p.is_file())[:20]:
         try:
-            text = path.read_text(errors="replace")
-        except OSError:
+            text = read_bytes(path, "annotation").decode("utf-8", "replace")
+        except DetectionError:
             continue  # reported by the reader, with the file named
         match = re.search(r"<name>\s*([^<\s]+)\s*</name>", text)
         if match:

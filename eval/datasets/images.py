@@ -11,6 +11,7 @@ import numpy as np
 
 from eval.datasets.common import PathLike
 from eval.errors import DetectionError
+from eval.inputs import open_input
 
 # The suffixes of the image files that folder inputs take (Pillow decodes each). GIF is not
 # among them: it is animation or 256-colour graphics, not photos (read_image still reads one).
@@ -50,6 +51,9 @@ def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
             f"image {path} is refused as a possible decompression bomb ({e}); if you trust "
             "it, raise Pillow's limit before reading (in Python: PIL.Image.MAX_IMAGE_PIXELS = "
             "a larger number of pixels, or None)") from None
+    except Image.UnidentifiedImageError:
+        raise DetectionError(f"cannot decode image {path}: not an image file Pillow can "
+                             "identify; re-download or remove it") from None
     except OSError as e:
         if not _truncated(e):
             raise DetectionError(f"cannot decode image {path}: {e}; re-download or remove "
@@ -60,9 +64,11 @@ def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
 
 
 def _decode(path: PathLike, apply_exif: bool) -> np.ndarray:
+    """Decode through the input door: a FIFO or device named like an image is one error, unread,
+    never a hang."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    with open_input(path, "image", "re-download or remove it") as f, Image.open(f) as im:
         im.load()  # decode here, so a truncated file fails inside the caller's try
         return _to_rgb(ImageOps.exif_transpose(im) if apply_exif else im)
 

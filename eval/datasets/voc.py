@@ -14,6 +14,7 @@ import numpy as np
 from eval.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
                                   _read_split, _record, _shown, _strip_ext, _Tally)
 from eval.errors import DetectionError
+from eval.inputs import open_input, read_bytes
 
 # Tried in this order when an XML's <filename> is not in the image folder (ILSVRC XMLs name the
 # image without its extension).
@@ -53,12 +54,11 @@ def _read_xml(path: Path, base: int) -> _XmlAnnotation:
     box's width as xmax - xmin + 1. In continuous coordinates the box is therefore
     ``(xmin - base, ymin - base, xmax + 1 - base, ymax + 1 - base)``.
     """
+    data = read_bytes(path, "annotation", "fix or remove the file")
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(data)
     except ET.ParseError as e:
-        raise DetectionError(f"{path}: not valid XML ({e}); fix or remove the file") from e
-    except OSError as e:
-        raise DetectionError(f"{path}: cannot read ({e})") from e
+        raise DetectionError(f"{path}: not valid XML ({e}); fix or remove the file") from None
     names, boxes, difficult = [], [], []
     for k, obj in enumerate(root.findall("object"), 1):
         name, bndbox = (obj.findtext("name") or "").strip(), obj.find("bndbox")
@@ -111,12 +111,14 @@ def _image_size(image: Path, xml: Path) -> tuple[int, int]:
     """(width, height) from the image header, in the stored pixel grid (no EXIF rotation)."""
     from PIL import Image
 
-    try:
-        with Image.open(image) as im:
-            return im.size
-    except (OSError, ValueError) as e:
-        raise DetectionError(f"{xml}: no <size> and cannot read it from {image} ({e}); add "
-                             "<size><width>..</width><height>..</height></size>") from e
+    add_size = "add <size><width>..</width><height>..</height></size>"
+    with open_input(image, "image", f"{xml} has no <size> to read instead: {add_size}") as f:
+        try:
+            with Image.open(f) as im:
+                return im.size
+        except (OSError, ValueError) as e:
+            raise DetectionError(f"{xml}: no <size> and cannot read it from {image} ({e}); "
+                                 f"{add_size}") from None
 
 
 def _resolve_classes(classes: Sequence[str] | PathLike | None, anns: list[_XmlAnnotation]
@@ -183,7 +185,8 @@ def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path]
         raise DetectionError(f"{split_file or ann_dir}: no images; expected *.xml annotations in "
                              f"{ann_dir}")
     paths = [ann_dir / f"{image_id}.xml" for image_id in ids]
-    missing = [p for p in paths if not p.is_file()]
+    # A FIFO or device is not missing: its reader refuses it by name.
+    missing = [p for p in paths if not p.exists() or p.is_dir()]
     if missing:
         what = "a folder, not an XML file" if missing[0].is_dir() else "missing"
         raise DetectionError(f"{split_file}: {_plural(len(missing), 'image')} without an XML in "
@@ -195,7 +198,7 @@ def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path]
 def _voc_split_file(root: Path, split: str) -> Path:
     """A split name in ``ImageSets/Main`` or a path to a split file."""
     for candidate in (root / "ImageSets" / "Main" / f"{split}.txt", Path(split)):
-        if candidate.is_file():
+        if candidate.exists() and not candidate.is_dir():  # a FIFO: refused by its reader
             return candidate
     raise DetectionError(f"{root}: no split {split!r} in ImageSets/Main and no such file; pass a "
                          "split name from ImageSets/Main or a split file")

@@ -176,7 +176,7 @@ def test_bad_results_file(tmp_path):
           "annotations": []}
     bad = tmp_path / "dets.json"
     bad.write_text('[{"image_id": 1,')
-    with pytest.raises(DetectionError, match="dets.json.*not valid JSON"):
+    with pytest.raises(DetectionError, match="dets.json: invalid JSON"):
         evaluate_coco(gt, bad)
     with pytest.raises(DetectionError, match="not found"):
         evaluate_coco(gt, tmp_path / "missing.json")
