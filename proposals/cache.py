@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -35,12 +37,15 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from eval.errors import DetectionError
+from eval.inputs import read_bytes, read_json
 from eval.outputs import create_exclusive, write_atomic
 
 FORMAT_VERSION = 1
 # The longest key kept as plain percent-encoding; longer ones are shortened (see above).
 MAX_KEY = 200
 _PREFIX_CHARS = 120  # of a shortened key: the readable start
+# What to do about a damaged file of the cache (every one is rewritten by recomputing).
+_RECOMPUTE = "delete it and run tools/propose.py again to recompute it"
 
 
 class ProposalCache:
@@ -93,9 +98,10 @@ class ProposalCache:
         if stored != self._manifest():
             raise DetectionError(
                 f"{manifest}: this cache holds {stored.get('method')} (version "
-                f"{stored.get('version')}) proposals with parameters {stored.get('params')}, not "
-                f"{self.method} (version {self.version}) with {self.params}; choose another "
-                "cache folder, or delete this one to recompute")
+                f"{stored.get('version')}) proposals with parameters "
+                f"{_cut(stored.get('params'))}, not {self.method} (version {self.version}) with "
+                f"{_cut(self.params)}; choose another cache folder, or delete this one to "
+                "recompute")
 
     def box_path(self, image_id: int | str) -> Path:
         return self.root / "boxes" / f"{_key(image_id)}.npy"
@@ -127,22 +133,18 @@ class ProposalCache:
         self.failure_path(image_id).unlink(missing_ok=True)
 
     def load(self, image_id: int | str) -> np.ndarray:
-        """float32 [N, 4] xyxy boxes of ``image_id``, ranked best first."""
+        """float32 [N, 4] xyxy boxes of ``image_id``, ranked best first.
+
+        The file is read through `eval.inputs` and checked before use (`parse_boxes`): a
+        damaged one is one error naming it; rows that are not boxes are dropped with a warning.
+        """
         path = self.box_path(image_id)
-        try:
-            boxes = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             failure = self.failure(image_id)
             why = f" (it failed: {failure})" if failure else ""
             raise DetectionError(f"{self.root}: no proposals for image {image_id!r}{why}; run "
-                                 f"tools/propose.py --out {self.root} on its dataset") from None
-        except (OSError, ValueError) as e:
-            raise DetectionError(f"{path}: unreadable proposal file ({e}); delete it and run "
-                                 "tools/propose.py again to recompute it") from None
-        if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise DetectionError(f"{path}: expected float32 [N, 4] boxes, found {boxes.dtype} "
-                                 f"{boxes.shape}; delete it and recompute")
-        return boxes
+                                 f"tools/propose.py --out {self.root} on its dataset")
+        return parse_boxes(read_bytes(path, "boxes", _RECOMPUTE), str(path))
 
     def record_failure(self, image_id: int | str, image_path: str, reason: str) -> None:
         """Note why ``image_id`` could not be done; a later successful save removes the note."""
@@ -152,10 +154,15 @@ class ProposalCache:
 
     def failure(self, image_id: int | str) -> str | None:
         """Why ``image_id`` failed (its recorded reason), or None if no failure is recorded."""
-        try:
-            return json.loads(self.failure_path(image_id).read_text(encoding="utf-8"))["reason"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        path = self.failure_path(image_id)
+        if not os.path.lexists(path):
             return None
+        record = read_json(path, "manifest", _RECOMPUTE)
+        reason = record.get("reason") if isinstance(record, dict) else None
+        if not isinstance(reason, str):
+            raise DetectionError(f"{path}: not a failure record of this cache (a JSON object "
+                                 f"with a 'reason' string); {_RECOMPUTE}")
+        return reason
 
     def image_ids(self) -> list[str]:
         """The ids of every image with stored boxes, as strings (``str(image_id)``), sorted."""
@@ -183,12 +190,9 @@ class ProposalCache:
         if not _is_shortened(key):
             return unquote(key, errors="surrogateescape")
         path = self.root / "ids" / f"{key}.txt"
-        try:
-            return path.read_bytes().decode("utf-8", "surrogateescape")
-        except OSError as e:
-            raise DetectionError(f"{path}: the id of a shortened cache key is missing or "
-                                 f"unreadable ({e.strerror or e}); delete the files named "
-                                 f"{key}.* in the cache and run tools/propose.py again") from None
+        fix = (f"the id of a shortened cache key is kept there: delete the files named {key}.* "
+               "in the cache and run tools/propose.py again")
+        return read_bytes(path, "manifest", fix).decode("utf-8", "surrogateescape")
 
 
 def normalise_params(params: dict) -> dict:
@@ -197,15 +201,67 @@ def normalise_params(params: dict) -> dict:
 
 
 def _read_manifest(manifest: Path) -> dict:
-    try:
-        stored = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DetectionError(f"{manifest}: unreadable cache manifest ({e}); delete the cache "
-                             "and compute it again") from None
+    """A cache's manifest, read through `eval.inputs` (a FIFO, a 200,000-deep nesting or a
+    5,000-digit number is one error) and checked to be one of this toolkit's."""
+    fix = "delete the cache and compute it again"
+    stored = read_json(manifest, "manifest", fix)
     if not isinstance(stored, dict):
-        raise DetectionError(f"{manifest}: not a cache manifest (a JSON object); delete the "
-                             "cache and compute it again")
+        raise DetectionError(f"{manifest}: not a cache manifest (a JSON object); {fix}")
+    version = stored.get("version")
+    if (not isinstance(stored.get("method"), str) or not isinstance(stored.get("params", {}), dict)
+            or not (version is None or type(version) is int)):
+        raise DetectionError(f"{manifest}: not a cache manifest of this toolkit (method a string, "
+                             f"params an object, version an integer); {fix}")
     return stored
+
+
+def parse_boxes(data: bytes, where: str) -> np.ndarray:
+    """The float32 [N, 4] xyxy boxes of a cached ``.npy`` file's bytes.
+
+    The header is checked against the byte count before anything is allocated (a header
+    claiming (1e11, 4) is refused, not allocated); a file that is not float32 [N, 4] is one
+    error naming ``where``. Rows with a NaN or infinite value, or with x2 < x1 or y2 < y1, are
+    dropped with one warning.
+    """
+    shape, fortran, dtype, offset = _npy_header(data, where)
+    if dtype != np.float32 or len(shape) != 2 or shape[1] != 4:
+        raise DetectionError(f"{where}: expected float32 [N, 4] boxes, found {dtype} "
+                             f"{shape}; {_RECOMPUTE}")
+    if len(data) - offset != math.prod(shape) * dtype.itemsize:
+        raise DetectionError(f"{where}: the header says {shape[0]} boxes but the file holds "
+                             f"{len(data) - offset} bytes of data (damaged or cut short); "
+                             f"{_RECOMPUTE}")
+    boxes = np.frombuffer(data, np.float32, offset=offset).reshape(
+        shape, order="F" if fortran else "C").copy()
+    good = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] >= boxes[:, 0]) & (
+        boxes[:, 3] >= boxes[:, 1])
+    if not good.all():
+        warnings.warn(f"{where}: {int((~good).sum())} of {len(boxes)} cached boxes are not "
+                      "boxes (NaN, infinite, or x2 < x1 or y2 < y1) and were dropped; "
+                      f"{_RECOMPUTE}", stacklevel=3)
+        boxes = boxes[good]
+    return boxes
+
+
+def _npy_header(data: bytes, where: str) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, data offset) of ``.npy`` bytes; read from the header
+    alone (NumPy's own header parser, which evaluates literals only)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version} is not one NumPy writes for boxes")
+    except (ValueError, TypeError, SyntaxError, OverflowError) as e:
+        reason = " ".join(str(e).split())[:120] or "empty"
+        raise DetectionError(f"{where}: not a readable .npy file ({reason}); "
+                             f"{_RECOMPUTE}") from None
+    if any(d < 0 for d in shape):
+        raise DetectionError(f"{where}: the header gives a negative shape {shape}; {_RECOMPUTE}")
+    return shape, fortran, dtype, stream.tell()
 
 
 def _key(image_id: int | str) -> str:
@@ -220,6 +276,12 @@ def _key(image_id: int | str) -> str:
     start = key[:_PREFIX_CHARS]
     start = start[:start.rfind("%")] if "%" in start[-2:] else start  # no cut escape
     return start + "%%" + hashlib.sha256(text).hexdigest()
+
+
+def _cut(value: object, limit: int = 300) -> str:
+    """``value`` as text, cut to ``limit`` characters for an error line."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _utf8(text: str) -> bytes:

@@ -147,8 +147,77 @@ def test_unreadable_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "c" / "manifest.json").write_text("{not json")
     for call in (lambda: ProposalCache.open(tmp_path / "c"),
                  lambda: ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)):
-        with pytest.raises(DetectionError, match="manifest.json: unreadable"):
+        with pytest.raises(DetectionError, match="manifest.json: invalid JSON.*compute it again"):
             call()
+
+
+@pytest.mark.parametrize("text, said", [
+    ("[" * 200_000, "nested too deeply"),
+    ('{"a":' * 150_000, "nested too deeply"),
+    ('{"format": 1, "method": "selective_search", "params": {}, "version": ' + "9" * 5000 + "}",
+     "more than 4300 digits"),
+    ('{"format": 1, "method": ["selective_search"], "params": {}}', "not a cache manifest"),
+    ('{"format": 1, "method": "selective_search", "params": "fast"}', "not a cache manifest"),
+    ("[]", "not a cache manifest"),
+])
+def test_a_hostile_manifest_is_one_error(tmp_path, text, said):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "manifest.json").write_text(text)
+    with pytest.raises(DetectionError, match=f"manifest.json: .*{said}.*compute it again"):
+        ProposalCache.open(tmp_path / "c")
+
+
+def npy_header(shape, descr="<f4") -> bytes:
+    """The first bytes of a version 1.0 .npy file declaring ``shape`` (data not included)."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize("data, said", [
+    (b"", "not a readable .npy file"),
+    (npy_header((100_000_000_000, 4)) + bytes(64), "says 100000000000 boxes"),
+    (npy_header((2, 4)) + bytes(16), "says 2 boxes"),  # cut short
+    (npy_header((2, 4), "<f8") + bytes(64), "expected float32 \\[N, 4\\].*float64"),
+    (npy_header((2, 5)) + bytes(40), "expected float32 \\[N, 4\\]"),
+    (npy_header((8,)) + bytes(32), "expected float32 \\[N, 4\\]"),
+    (npy_header((1, 4), "|O") + bytes(8), "expected float32"),
+    (npy_header((-1, 4)), "negative shape"),
+])
+def test_a_damaged_box_file_is_one_error_before_allocation(tmp_path, data, said):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.box_path("a").write_bytes(data)
+    with pytest.raises(DetectionError, match=f"a.npy: .*{said}.*tools/propose.py"):
+        cache.load("a")
+
+
+def test_rows_that_are_not_boxes_are_dropped_with_one_warning(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    nan, inf = float("nan"), float("inf")
+    boxes = np.array([[0, 0, 5, 5], [nan, 0, 5, 5], [0, 0, inf, 5], [5, 0, 1, 5], [0, 5, 5, 1],
+                      [1, 1, 1, 1], [2, 2, 8, 9]], np.float32)
+    cache.save("a", boxes)
+    with pytest.warns(UserWarning, match=r"a.npy: 4 of 7 cached boxes .* dropped") as record:
+        got = cache.load("a")
+    assert len(record) == 1
+    np.testing.assert_array_equal(got, boxes[[0, 5, 6]])
+
+
+def test_a_fortran_order_file_reads_as_its_rows(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    boxes = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.save(cache.box_path("a"), boxes)
+    np.testing.assert_array_equal(cache.load("a"), boxes)
+
+
+def test_a_corrupt_failure_record_or_id_file_names_the_file(tmp_path):
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.failure_path("a").write_text('{"reason": ["no"]}')
+    with pytest.raises(DetectionError, match="a.json: not a failure record"):
+        cache.load("a")
+    cache.failure_path("a").write_text('[' * 100_000)
+    with pytest.raises(DetectionError, match="a.json: JSON nested too deeply"):
+        cache.failure("a")
 
 
 def _create_after_barrier(root, scale, barrier, results):
