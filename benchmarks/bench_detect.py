@@ -1,4 +1,4 @@
-"""Seconds per `detect()` call on CPU: the whole per-image path (warping, the members, mean
+"""Seconds per `Detector` call on CPU: the whole per-image path (warping, the members, mean
 softmax, NMS) on one thread, for comparing two versions of the code.
 
     python benchmarks/bench_detect.py
@@ -15,8 +15,9 @@ import time
 import numpy as np
 import torch
 
+from detector.api import Detector
 from detector.classifier import RegionClassifier
-from detector.pipeline import detect
+from proposals.checkpoint import ModelSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     side = rng.uniform(20, 100, (args.proposals, 2))
     boxes = np.concatenate([corner, corner + side], 1).astype(np.float32)
     pad = round(16 * args.size / 224)
-    run = lambda: detect(image, boxes, members, input_size=args.size, context_pad=pad)  # noqa: E731
+    detector = Detector(members, ModelSpec(20, args.size, pad), [str(k) for k in range(20)], "cpu")
+    run = lambda: detector(image, boxes)  # noqa: E731
     run()
     best = float("inf")
     for _ in range(args.repeats):

@@ -13,7 +13,7 @@ Every section times the library's own calls, so the figures are those of the too
 (b) ensemble: `detect_array` (as tools/detect.py: NMS included) with 6 networks over 1,400
     proposals of one image, images/s, per path: members one after another, channels_last,
     stacked into one vmapped call (torch.func), both.
-(c) pipeline: tools/test.py's `detect_records` over raccoon's 40 test images (3 passes),
+(c) pipeline: tools/test.py's loop (`detect_records`) over raccoon's 40 test images (3 passes),
     selective search in --workers processes: images/s against proposals alone (same workers)
     and classification alone (proposals cached), and the ratio to the slower of those two.
 (d) training: `region_step` + backward + SGD step on batches of 128 warped regions, regions/s.

@@ -16,9 +16,10 @@ from proposals.checkpoint import ModelSpec
 from detector.classifier import RegionClassifier
 from eval.datasets import load_dataset, read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
-from detector.evaluation import detect_array, detect_records
+from detector.api import Detector
+from detector.evaluation import detect_records
 from detector.pipeline import classify_regions, load_ensemble
-from detector.postprocess import postprocess
+from detector.postprocess import PostProcess
 from detector.prefetch import prefetch_inputs
 from proposals.networks import normalize_image
 from detector.training.core import ImageSample, region_step
@@ -34,7 +35,7 @@ NUM_CLASSES = 20  # a VOC-sized head for the synthetic sections; raccoon's 1 cla
 GFLOP_224 = 3.0   # GoogLeNet forward per 224 x 224 region: ~1.5 GMAC (torchvision), 2 FLOP each
 TRAIN_FLOP_FACTOR = 3  # forward + backward (input and weight gradients) ~ 3 forwards
 MODES = ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")
-DEFAULT_PATH = ("bf16", 256)  # what detect_array runs on CUDA: autocast, --batch-size 256
+DEFAULT_PATH = ("bf16", 256)  # what Detector runs on CUDA: autocast, --batch-size 256
 
 
 
@@ -169,7 +170,7 @@ ENSEMBLE_PATHS = {"bf16": InferencePath(torch.bfloat16),
 
 
 def ensemble(device: torch.device, sizes: Sizes, notes: list) -> list:
-    """`detect_array` (the tools' call: warping, every member, softmax, NMS) per path and batch,
+    """A `Detector` call (the tools' path: warping, every member, softmax, NMS) per path and batch,
     and how far each path's mean softmax is from float32's."""
     members = networks(sizes.members, NUM_CLASSES, sizes.input_size, device)
     image, boxes = random_inputs(sizes.proposals, device)
@@ -186,9 +187,11 @@ def ensemble(device: torch.device, sizes: Sizes, notes: list) -> list:
             notes.append(f"ensemble {name}: failed, {type(e).__name__}: {e}"[:500])
             continue
         notes.append(f"ensemble {name}: mean softmax within {gap:.2g} of fp32")
+        detector = Detector(members, spec, [str(k) for k in range(NUM_CLASSES)], device,
+                            path=path)  # prepared (and compiled) once for every batch size
         for batch in sizes.ensemble_batches:
-            run = partial(detect_array, prepared, spec, image_np, boxes_np, device, batch,
-                          path=path)
+            detector.batch_size = batch
+            run = partial(detector, image_np, boxes_np)
             default = " (default path)" if (path, batch) == (default_path(device), 256) else ""
             rows.append(row("ensemble", f"{name} b{batch}{default}",
                             1 / best_seconds(run, sizes.repeats, device), "images/s",
@@ -237,12 +240,12 @@ def pipeline(device: torch.device, sizes: Sizes, test: HeldOut, notes: list) -> 
     spec = ModelSpec(1, sizes.input_size, sizes.context_pad)
     runs = list(test.dataset.images) * sizes.passes
     propose_rate, first = test.fill_cache(runs)
-    detect_all = partial(detect_records, members, spec, device=device, category_ids=[1],
-                         progress=None)
-    detect_all(runs[:2], test.cache)  # warm-up
-    classify_rate = len(runs) / timed(partial(detect_all, runs, test.cache), device)
-    rate = len(runs) / timed(partial(detect_all, runs, None, proposer=test.proposer,
-                                     workers=test.workers), device)
+    cached = Detector(members, spec, ["object"], device, cache=test.cache)
+    computed = Detector(members, spec, ["object"], device, proposer=test.proposer)
+    detect_all = partial(detect_records, category_ids=[1], progress=None)
+    detect_all(cached, runs[:2])  # warm-up
+    classify_rate = len(runs) / timed(partial(detect_all, cached, runs), device)
+    rate = len(runs) / timed(partial(detect_all, computed, runs, workers=test.workers), device)
     boxes = np.mean([len(test.proposals(r.image_id)) for r in test.dataset.images])
     detail = f"{len(runs)} images, {boxes:.0f} proposals each, {sizes.members} nets"
     notes.append(f"pipeline: the first proposals came after {first:.1f} s (workers' start)")
@@ -322,8 +325,8 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
                 top1 = probs.argmax(1)
             else:
                 same[name] += int((probs.argmax(1) == top1).sum())
-            found = postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]), max_per_image=100,
-                                background=members[0].background)
+            found = PostProcess()(boxes, probs, deltas, tuple(pixels.shape[1:]),
+                                  background=members[0].background)
             results[name] += to_results(record.image_id, ids, *(t.cpu() for t in found))
     source = f"{len(checkpoints)} checkpoint(s)" if checkpoints else "random-init net"
     rows = [row("parity", f"top-1 same as fp32: {name}", 100 * count / total, "%",

@@ -32,13 +32,15 @@ from proposals.checkpoint import ModelSpec
 from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
 from eval.errors import DetectionError
-from detector.pipeline import (Ensemble, detect_array, imagenet_ensemble, load_ensemble,
+from detector.pipeline import (Ensemble, classify_regions, imagenet_ensemble, load_ensemble,
                                proposals_for)
-from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
+from detector.postprocess import PostProcess
 from detector.prefetch import Failure, prefetch_inputs
-from detector.regions import DEFAULT_BATCH_SIZE
+from proposals import devices
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
+from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
+from proposals.networks import normalize_image
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -71,16 +73,6 @@ class DetectionResult:
         """The result of an image that could not be read or proposed."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
                    image_id, path, 0, reason)
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else as ``torch.device`` reads it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise DetectionError(f"device {device!r}: {e}; use auto, cpu, cuda or cuda:N") from None
 
 
 def inference_path_for(device: torch.device, precision: str = "auto",
@@ -118,17 +110,11 @@ def check_choices(checkpoints: Sequence[str | os.PathLike], *,
                              "ImageNet baseline's); drop one of them")
 
 
-def check_settings(score_threshold: float, max_per_image: int, batch_size: int,
-                   nms_iou: float = NMS_IOU) -> None:
-    """Refuse post-processing and batching values that cannot work, naming them."""
-    if not (isinstance(score_threshold, (int, float)) and 0 <= score_threshold <= 1):
-        raise DetectionError(f"score_threshold {score_threshold}: must be in [0, 1] "
-                             "(a softmax probability)")
-    if not (isinstance(nms_iou, (int, float)) and 0 < nms_iou <= 1):
-        raise DetectionError(f"nms_iou {nms_iou}: must be in (0, 1]")
-    for name, value in (("max_per_image", max_per_image), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise DetectionError(f"{name} {value}: must be a whole number of at least 1")
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a region batch that cannot work, naming it."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DetectionError(f"--batch-size {batch_size} (batch_size={batch_size!r}): must be a "
+                             "whole number of at least 1")
 
 
 class Detector:
@@ -143,24 +129,22 @@ class Detector:
         cache: proposals read from this cache (key: the image id) instead of computed.
         proposer: computes an image's proposals where there is no cache (default: GoogLeNet's
             selective search); must be picklable for ``detect_many(workers >= 1)``.
-        score_threshold, nms_iou, max_per_image: `detector.postprocess.postprocess`'s.
+        postprocess: score threshold, per-class NMS and top-k (`PostProcess`, R-CNN's).
         batch_size: regions warped and classified at once (bounds memory).
     """
 
     def __init__(self, members: Sequence[torch.nn.Module], spec: ModelSpec,
                  classes: Sequence[str], device: torch.device | str, *,
                  path: InferencePath | None = None, cache: ProposalCache | None = None,
-                 proposer: Proposer | None = None, score_threshold: float = SCORE_THRESHOLD,
-                 nms_iou: float = NMS_IOU, max_per_image: int = MAX_PER_IMAGE,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        check_settings(score_threshold, max_per_image, batch_size, nms_iou)
+                 proposer: Proposer | None = None, postprocess: PostProcess = PostProcess(),
+                 batch_size: int = REGION_BATCH) -> None:
+        check_batch_size(batch_size)
         self.device = torch.device(device)
         self.path = path or default_path(self.device)
         self.spec, self.classes = spec, tuple(classes)
         self.members = prepare_members(list(members), self.path)
         self.cache, self.proposer = cache, proposer
-        self.score_threshold, self.nms_iou = score_threshold, nms_iou
-        self.max_per_image, self.batch_size = max_per_image, batch_size
+        self.postprocess, self.batch_size = postprocess, batch_size
 
     @classmethod
     def load(cls, checkpoints: Sequence[str | os.PathLike] = (),
@@ -170,7 +154,7 @@ class Detector:
              precision: str = "auto", channels_last: bool | None = None,
              stacked: bool | None = None, compile: bool | None = None,
              score_threshold: float = SCORE_THRESHOLD, nms_iou: float = NMS_IOU,
-             max_per_image: int = MAX_PER_IMAGE, batch_size: int = DEFAULT_BATCH_SIZE
+             max_per_image: int = MAX_PER_IMAGE, batch_size: int = REGION_BATCH
              ) -> "Detector":
         """A detector from checkpoints (one per ensemble member), or without any, R-CNN's "no
         fine-tuning" baseline: torchvision's 1,000-class ImageNet GoogLeNet (weights through
@@ -182,47 +166,51 @@ class Detector:
         `default_path(device)` changed by ``precision`` / ``channels_last`` / ``stacked`` /
         ``compile``. Every value is checked before a checkpoint is read.
         """
-        check_settings(score_threshold, max_per_image, batch_size, nms_iou)
-        device = resolve_device(device)
+        postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
+        check_batch_size(batch_size)
+        device = devices.pick_device(device, "device")
         check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
                       compile=compile)
         path = inference_path_for(device, precision, channels_last, stacked, compile)
         ensemble = load_model(list(checkpoints), device, imagenet_weights)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
-                   cache=cache, proposer=proposer, score_threshold=score_threshold,
-                   nms_iou=nms_iou, max_per_image=max_per_image, batch_size=batch_size)
+                   cache=cache, proposer=proposer, postprocess=postprocess,
+                   batch_size=batch_size)
 
-    def __call__(self, image: str | os.PathLike | np.ndarray,
+    def __call__(self, image: str | os.PathLike | np.ndarray | torch.Tensor,
                  proposals: np.ndarray | torch.Tensor | None = None, *,
                  image_id: int | str | None = None) -> DetectionResult:
-        """Detections in one image: a file path (read in its stored pixel grid) or an RGB
-        uint8 ``ndarray [H, W, 3]``. ``proposals`` float32 ``[N, 4]`` pixel boxes, or None to
-        compute them (or read them from the cache under ``image_id``, default the file's
-        stem)."""
+        """Detections in one image: a file path (read in its stored pixel grid), an RGB uint8
+        ``ndarray [H, W, 3]`` or ``Tensor [3, H, W]``. ``proposals``: float32 ``[N, 4]`` pixel
+        boxes, or None to compute them (or read them from the cache under ``image_id``, default
+        the file's stem)."""
         path = None
         if isinstance(image, (str, os.PathLike)):
-            path = str(image)
+            path, image = str(image), read_image(image)
             image_id = Path(path).stem if image_id is None else image_id
-            image = read_image(path)
         if proposals is None:
             if self.cache is not None and image_id is None:
                 raise DetectionError("an image array with a proposal cache needs its image_id "
                                      "(the cache's key); pass image_id= or proposals=")
             proposals = proposals_for(image, image_id, path or "image array", cache=self.cache,
                                       proposer=self.proposer)
-        return self.detect_proposals(image, np.asarray(proposals, np.float32), image_id, path)
+        return self._detect(image, proposals, image_id, path)
 
-    def detect_proposals(self, image: np.ndarray, proposals: np.ndarray,
-                         image_id: int | str | None = None, path: str | None = None
-                         ) -> DetectionResult:
-        """The ensemble and post-processing on RGB uint8 ``image [H, W, 3]`` and its
-        ``proposals`` float32 ``[N, 4]``."""
-        boxes, scores, labels = detect_array(
-            self.members, self.spec, image, proposals, self.device, self.batch_size,
-            self.max_per_image, self.path, score_threshold=self.score_threshold,
-            nms_iou=self.nms_iou)
-        return DetectionResult(boxes, scores, labels, image_id, path, len(proposals))
+    @torch.inference_mode()
+    def _detect(self, image: np.ndarray | torch.Tensor, proposals: np.ndarray | torch.Tensor,
+                image_id: int | str | None, path: str | None) -> DetectionResult:
+        """The detection path on one image and its proposals: warp every proposal with its
+        context, classify it with every member, average their softmax, per-class NMS, top-k."""
+        pixels = normalize_image(_on_device(image, self.device))  # ImageNet mean = 0 = warp fill
+        boxes = torch.as_tensor(proposals, dtype=torch.float32).to(self.device)
+        probs, deltas = classify_regions(
+            pixels, boxes, self.members, input_size=self.spec.input_size,
+            context_pad=self.spec.context_pad, batch_size=self.batch_size, path=self.path)
+        boxes, scores, labels = self.postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]),
+                                                 background=self.members[0].background)
+        return DetectionResult(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy(),
+                               image_id, path, len(proposals))
 
     def detect_many(self, items: Iterable[str | os.PathLike | tuple[int | str, str]], *,
                     workers: int = 0, cache: ProposalCache | None = None,
@@ -242,12 +230,23 @@ class Detector:
                     yield DetectionResult.failed(*item)
                     continue
                 image_id, path, image, proposals = item
-                yield replace(self.detect_proposals(image, proposals, image_id, path),
-                              image=image)
+                yield replace(self._detect(image, proposals, image_id, path), image=image)
 
     def describe(self) -> str:
         """E.g. ``"2 network(s) on cpu: fp32"``."""
         return f"{len(self.members)} network(s) on {self.device}: {self.path.describe()}"
+
+
+def _on_device(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """An RGB uint8 image as a ``[3, H, W]`` tensor on ``device`` (copied there as uint8, 4x
+    less than float; a read-only array, e.g. np.asarray of a PIL image, is copied first)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
+                                 "(convert grayscale or RGBA images to RGB first)")
+        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
+        image = torch.from_numpy(image).permute(2, 0, 1)
+    return image.to(device)
 
 
 def load_model(checkpoints: list[str | os.PathLike], device: torch.device,

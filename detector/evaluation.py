@@ -1,27 +1,23 @@
 """Run a detector over a dataset and evaluate it: training's validation and the test command.
 
-Both go through `detector.Detector`, the one detection path; `detect_array` (re-exported from
-`detector.pipeline`) is what it runs on each image.
+Both go through `detector.Detector`, the one detection path.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from detector.api import DetectionResult, Detector
 from proposals.checkpoint import ModelSpec
 from eval.datasets import Dataset, ImageRecord
-from detector.ensemble import InferencePath
-from detector.pipeline import detect_array
 from eval.detections import to_results
 from eval.evaluate import evaluate_results
 from eval.results import EvalResult
 from proposals.cache import ProposalCache
 
-__all__ = ["detect_array", "detect_records", "evaluate_model", "results_of", "failed_records"]
+__all__ = ["detect_records", "evaluate_model", "results_of", "failed_records"]
 
 
 def results_of(results: Sequence[DetectionResult], category_ids: Sequence[int]) -> list[dict]:
@@ -42,22 +38,15 @@ def failed_records(records: Sequence[ImageRecord], cache: ProposalCache | None
     return [r for r in records if r.image_id in failed]
 
 
-def detect_records(members: Sequence[torch.nn.Module], spec: ModelSpec,
-                   records: Sequence[ImageRecord], cache: ProposalCache | None,
-                   device: torch.device, category_ids: Sequence[int], *,
-                   proposer: Callable[[np.ndarray], np.ndarray] | None = None,
-                   batch_size: int = 256, max_per_image: int = 100,
-                   progress: str | None = "detect", workers: int = 0,
-                   path: InferencePath | None = None) -> list[dict]:
-    """COCO results (``category_id`` from ``category_ids[label - 1]``) for every record, by a
-    `Detector` of ``members`` (the benchmarks' entry; the commands build the Detector).
+def detect_records(detector: Detector, records: Sequence[ImageRecord],
+                   category_ids: Sequence[int], *, workers: int = 0,
+                   progress: str | None = "detect") -> list[dict]:
+    """COCO results (``category_id`` from ``category_ids[label - 1]``) of ``detector`` on every
+    record's image, with a progress bar labelled ``progress`` (None: none).
 
-    Proposals come from ``cache``, or are computed by ``proposer`` where there is none. Images
-    are read in their stored pixels (no EXIF rotation): ground truth and caches refer to them.
+    Images are read in their stored pixels (no EXIF rotation): ground truth and caches refer
+    to them.
     """
-    detector = Detector(members, spec, [str(i) for i in category_ids], device, path=path,
-                        cache=cache, proposer=proposer, batch_size=batch_size,
-                        max_per_image=max_per_image)
     items = [(r.image_id, r.file_name) for r in records]
     results = tqdm(detector.detect_many(items, workers=workers), total=len(items),
                    desc=progress, unit="img", disable=progress is None)
@@ -76,6 +65,6 @@ def evaluate_model(members: Sequence[torch.nn.Module], dataset: Dataset, cache: 
         member.eval()
     skipped = {r.image_id for r in failed_records(dataset.images, cache)}
     records = [r for r in dataset.images if r.image_id not in skipped]
-    results = detect_records(members, spec, records, cache, device, dataset.category_ids,
-                             progress="validate")
+    detector = Detector(members, spec, dataset.classes, device, cache=cache)
+    results = detect_records(detector, records, dataset.category_ids, progress="validate")
     return evaluate_results(dataset, results, protocol)

@@ -1,10 +1,9 @@
-"""The detection path: image -> proposals -> warped regions -> ensemble softmax -> NMS -> top-k.
-
-`detect` is the whole pipeline for one image in one function; `load_ensemble` builds its
-classifiers from checkpoints (or `imagenet_ensemble`, R-CNN's "no fine-tuning" baseline, from
-torchvision's 1,000-class GoogLeNet); `proposals_for` and `iter_inputs` supply each image and
-its proposals, from a cache or computed on the fly as the checkpoint's were
-(`proposals.combined.proposer_for`: selective search, plus MultiBox where it was trained so).
+"""The parts of the detection path that `detector.Detector` puts together: the ensemble
+(`load_ensemble` from checkpoints, or `imagenet_ensemble`, R-CNN's "no fine-tuning" baseline,
+from torchvision's 1,000-class GoogLeNet), its verdict on warped regions (`classify_regions`),
+and each image with its proposals (`load_input`, `proposals_for`: from a cache or computed on
+the fly as the checkpoint's were, by `proposals.combined.proposer_for`: selective search, plus
+MultiBox where it was trained so).
 
 Boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image; labels are 1..K.
 Library code: it follows the input tensors' device and never picks one itself.
@@ -19,14 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from proposals.checkpoint import ModelSpec, check_ensemble, load_checkpoint
+from proposals.checkpoint import ModelSpec, check_ensemble, load_checkpoint, model_spec
 from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
 from eval.datasets import read_image
-from detector.ensemble import InferencePath, default_path, member_outputs
+from detector.ensemble import InferencePath, member_outputs
 from eval.errors import DetectionError
-from detector.postprocess import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD, postprocess
-from detector.regions import DEFAULT_BATCH_SIZE, iter_warped_regions
-from proposals.networks import normalize_image
+from detector.regions import iter_warped_regions
+from proposals.defaults import REGION_BATCH
 from proposals.cache import ProposalCache
 from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, ProposalConfig, Proposer,
                                 embedded_multibox)
@@ -66,7 +64,7 @@ def load_ensemble(paths: list[str | os.PathLike], device: torch.device | str) ->
     check_ensemble(paths, payloads)
     members = [_member(path, payload).to(device).eval() for path, payload in zip(paths, payloads)]
     proposals = payloads[0].get("proposals") or {"method": SELECTIVE_SEARCH, "params": {}}
-    return Ensemble(members, tuple(payloads[0]["classes"]), _spec(paths[0], payloads[0]),
+    return Ensemble(members, tuple(payloads[0]["classes"]), model_spec(payloads[0], paths[0]),
                     proposals.get("method", SELECTIVE_SEARCH), dict(proposals.get("params", {})),
                     embedded_multibox(paths[0], proposals))
 
@@ -84,61 +82,17 @@ def imagenet_ensemble(device: torch.device | str, weights: str | os.PathLike = "
                     SELECTIVE_SEARCH, {})
 
 
-def _spec(path: str, payload: dict) -> ModelSpec:
-    try:
-        spec = ModelSpec(**payload["model"])
-    except TypeError as e:
-        raise DetectionError(f"{path}: malformed model description {payload['model']!r} ({e}); "
-                             "use a checkpoint written by tools/train.py") from None
-    if spec.num_classes != len(payload["classes"]):
-        raise DetectionError(f"{path}: the model has {spec.num_classes} classes but the class list "
-                             f"{len(payload['classes'])}; the checkpoint is corrupt")
-    return spec
-
-
 def _member(path: str, payload: dict) -> RegionClassifier:
     """The classifier a checkpoint describes, with its weights (a misfit names ``path``)."""
-    spec = _spec(path, payload)
+    spec = model_spec(payload, path)
     model = RegionClassifier(spec.num_classes, spec.input_size, spec.box_regression)
     load_weights(model, payload["state_dict"], path)
     return model
 
 
 @torch.inference_mode()
-def detect(image: Tensor | np.ndarray, proposals: Tensor | np.ndarray,
-           members: Sequence[RegionClassifier], *, input_size: int, context_pad: int,
-           batch_size: int = DEFAULT_BATCH_SIZE, score_threshold: float = SCORE_THRESHOLD,
-           nms_iou: float = NMS_IOU, max_per_image: int | None = MAX_PER_IMAGE,
-           path: InferencePath = InferencePath()) -> tuple[Tensor, Tensor, Tensor]:
-    """Detect objects in one image with an ensemble of region classifiers.
-
-    Args:
-        image: RGB uint8 ``Tensor[3, H, W]`` (work happens on its device, where the members must
-            be) or ``ndarray[H, W, 3]`` (CPU).
-        proposals: ``[N, 4]`` boxes ``(x1, y1, x2, y2)`` in the image's pixels, any N >= 0.
-        members: classifiers in eval mode, all with or all without a background column, as
-            `detector.ensemble.prepare_members` made them for ``path``.
-        input_size, context_pad: the warp the members were trained with (their ModelSpec).
-        batch_size: regions warped and classified at once; bounds memory for any N.
-        score_threshold, nms_iou, max_per_image: see `detector.postprocess.postprocess`.
-        path: how the networks run (`detector.ensemble.InferencePath`; default float32; the
-            tools use ``default_path(device)``, bf16 autocast on CUDA). Softmax, averaging and
-            box arithmetic stay float32 whatever it is.
-    Returns:
-        ``boxes [M, 4]`` float32 in image pixels, ``scores [M]`` float32 (the ensemble's mean
-        softmax probability), ``labels [M]`` int64 in 1..K; best first, M <= max_per_image.
-    """
-    pixels = normalize_image(image)  # float32 [3, H, W]; ImageNet mean = 0 = the warp's fill
-    boxes = torch.as_tensor(proposals, dtype=torch.float32).to(pixels.device)
-    probs, deltas = classify_regions(pixels, boxes, members, input_size=input_size,
-                                     context_pad=context_pad, batch_size=batch_size, path=path)
-    return postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]), score_threshold, nms_iou,
-                       max_per_image, background=members[0].background)
-
-
-@torch.inference_mode()
 def classify_regions(pixels: Tensor, boxes: Tensor, members: Sequence[RegionClassifier], *,
-                     input_size: int, context_pad: int, batch_size: int = DEFAULT_BATCH_SIZE,
+                     input_size: int, context_pad: int, batch_size: int = REGION_BATCH,
                      path: InferencePath = InferencePath()) -> tuple[Tensor, Tensor | None]:
     """The ensemble's verdict on every box: ``pixels`` float32 [3, H, W] (`normalize_image`),
     ``boxes`` float32 [N, 4] on its device -> mean softmax ``[N, C]`` float32 (C = K + 1, or K
@@ -155,26 +109,6 @@ def classify_regions(pixels: Tensor, boxes: Tensor, members: Sequence[RegionClas
         width = members[0].num_classes + int(members[0].background)
         return pixels.new_zeros((0, width)), None
     return torch.cat(probs), torch.cat(deltas) if deltas[0] is not None else None
-
-
-def detect_array(members: Sequence[torch.nn.Module], spec: ModelSpec, image: np.ndarray,
-                 proposals: np.ndarray, device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_per_image: int = MAX_PER_IMAGE, path: InferencePath | None = None, *,
-                 score_threshold: float = SCORE_THRESHOLD, nms_iou: float = NMS_IOU
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`detect` on an RGB uint8 [H, W, 3] image and float32 [N, 4] proposals, on ``device``,
-    the members run as ``path`` (default `default_path(device)`: bf16 autocast on CUDA;
-    members prepared for it by `prepare_members`); boxes [M, 4], scores [M], labels [M] as
-    CPU arrays. `detector.Detector` calls this for every image."""
-    # uint8 (4x less to copy); a read-only array (np.asarray of a PIL image) is copied.
-    image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
-    pixels = torch.from_numpy(image).permute(2, 0, 1).to(device)
-    boxes, scores, labels = detect(
-        pixels, torch.from_numpy(np.asarray(proposals, np.float32)), members,
-        input_size=spec.input_size, context_pad=spec.context_pad, batch_size=batch_size,
-        score_threshold=score_threshold, nms_iou=nms_iou, max_per_image=max_per_image,
-        path=path or default_path(device))
-    return boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
 
 
 def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,

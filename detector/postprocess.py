@@ -12,6 +12,8 @@ with ``nms_iou`` as a double, so a pair built at IoU 0.3 exactly (e.g. 30 / 100)
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -20,25 +22,66 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from detector.box_coder import decode
 from eval.errors import DetectionError
-
-# R-CNN's per-class NMS threshold (Girshick et al. 2014, section 2.2).
-NMS_IOU = 0.3
-# Low enough that average precision, which integrates over every recall level, loses almost
-# nothing; the top-k below bounds the output.
-SCORE_THRESHOLD = 0.01
-# COCO scores at most 100 detections per image (maxDets), as do torchvision and detectron2.
-MAX_PER_IMAGE = 100
+from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 # A box clipped to the image can collapse to zero width or height (it lay outside): such boxes
 # are dropped. 0.01 px as torchvision's RoIHeads.
 MIN_SIDE = 1e-2
 
 
+@dataclass(frozen=True)
+class PostProcess:
+    """R-CNN's test-time post-processing with its settings, checked when made (as DETR's
+    ``PostProcess``): ``PostProcess(score_threshold=0.05)(boxes, probs, deltas, (h, w))``.
+
+    score_threshold: keep (region, class) pairs with probability strictly above this
+        (`SCORE_THRESHOLD`: low, so that mAP sees the whole precision-recall curve).
+    nms_iou: suppress boxes whose IoU with a higher-scoring box of the same class is strictly
+        above this (R-CNN's 0.3; see the module docstring).
+    max_per_image: keep the highest-scoring detections over all classes (COCO's maxDets);
+        None keeps all.
+    """
+
+    score_threshold: float = SCORE_THRESHOLD
+    nms_iou: float = NMS_IOU
+    max_per_image: int | None = MAX_PER_IMAGE
+
+    def __post_init__(self) -> None:
+        if not (_is_real(self.score_threshold) and 0 <= self.score_threshold <= 1):
+            raise DetectionError(_named("score_threshold", self.score_threshold,
+                                        "must be in [0, 1] (a softmax probability)"))
+        if not (_is_real(self.nms_iou) and 0 < self.nms_iou <= 1):
+            raise DetectionError(_named("nms_iou", self.nms_iou, "must be in (0, 1]"))
+        count = self.max_per_image
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)
+                                  or count < 1):
+            raise DetectionError(_named("max_per_image", count, "must be a whole number of at "
+                                        "least 1 (or None for all)"))
+
+    def __call__(self, boxes: Tensor, scores: Tensor, box_deltas: Tensor | None,
+                 image_size: tuple[int, int], background: bool = True,
+                 box_stds: Sequence[float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """`postprocess` with these settings."""
+        return postprocess(boxes, scores, box_deltas, image_size, self.score_threshold,
+                           self.nms_iou, self.max_per_image, background, box_stds)
+
+
+def _named(keyword: str, value: object, rule: str) -> str:
+    """An error naming the command's flag and the keyword, e.g. ``--nms-iou 2.0 (nms_iou=2.0):
+    must be in (0, 1]``: the same check serves `detector.Detector.load` and the commands."""
+    return f"--{keyword.replace('_', '-')} {value} ({keyword}={value!r}): {rule}"
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def postprocess(boxes: Tensor, scores: Tensor, box_deltas: Tensor | None,
-                image_size: tuple[int, int], score_threshold: float = SCORE_THRESHOLD,
-                nms_iou: float = NMS_IOU, max_per_image: int | None = MAX_PER_IMAGE,
-                background: bool = True, box_stds: Sequence[float] | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
-    """Detections of one image from its regions' class probabilities.
+                image_size: tuple[int, int], score_threshold: float, nms_iou: float,
+                max_per_image: int | None, background: bool = True,
+                box_stds: Sequence[float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections of one image from its regions' class probabilities (the settings as
+    `PostProcess` checks them; call that instead where the values come from a user).
 
     Args:
         boxes: ``Tensor[N, 4]`` proposals, pixels of the original image.

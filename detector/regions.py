@@ -19,19 +19,12 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from eval.errors import DetectionError
-from proposals.networks import normalize_image
-
-# R-CNN's defaults: 227 px input with 16 px context; GoogLeNet's input is 224.
-DEFAULT_SIZE = 224
-DEFAULT_CONTEXT_PAD = 16
-
-# Regions warped per roi_align call in iter_warped_regions: 256 x 3 x 224 x 224 float32 is 154 MB,
-# enough to keep a GPU busy while 10,000 proposals never need 6 GB at once.
-DEFAULT_BATCH_SIZE = 256
+from proposals.defaults import CONTEXT_PAD, INPUT_SIZE, REGION_BATCH
 
 
-def context_boxes(boxes: Tensor, output_size: int = DEFAULT_SIZE,
-                  context_pad: int = DEFAULT_CONTEXT_PAD) -> Tensor:
+
+def context_boxes(boxes: Tensor, output_size: int = INPUT_SIZE,
+                  context_pad: int = CONTEXT_PAD) -> Tensor:
     """Enlarge boxes about their centres by R-CNN's context padding.
 
     Each side is scaled by ``output_size / (output_size - 2 * context_pad)``, width and height
@@ -51,8 +44,8 @@ def context_boxes(boxes: Tensor, output_size: int = DEFAULT_SIZE,
     return torch.cat([centres - half, centres + half], dim=1)
 
 
-def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
-                 context_pad: int = DEFAULT_CONTEXT_PAD) -> Tensor:
+def warp_regions(image: Tensor, boxes: Tensor, output_size: int = INPUT_SIZE,
+                 context_pad: int = CONTEXT_PAD) -> Tensor:
     """Crop every box (context-padded) out of ``image`` and resize it to ``output_size`` square.
 
     One ``roi_align`` call on the image's device. Each output pixel averages
@@ -61,7 +54,7 @@ def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
     are bilinearly upsampled exactly as ``F.interpolate(..., align_corners=False)`` would.
 
     Args:
-        image: float ``Tensor[3, H, W]`` normalised by :func:`normalize_image` (mean colour = 0).
+        image: float ``Tensor[3, H, W]`` normalised by `proposals.networks.normalize_image` (mean colour = 0).
         boxes: ``Tensor[N, 4]`` ``(x1, y1, x2, y2)`` in pixels of ``image``, before context
             padding (this function adds it). Boxes may lie partly or wholly outside the image.
         output_size: side ``S`` of the square regions, the classifier's input size.
@@ -71,7 +64,7 @@ def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise DetectionError(f"image has shape {tuple(image.shape)}; expected a normalised "
-                             "[3, H, W] tensor (see detector.regions.normalize_image)")
+                             "[3, H, W] tensor (see proposals.networks.normalize_image)")
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DetectionError(f"boxes have shape {tuple(boxes.shape)}; "
                              "expected [N, 4] (x1, y1, x2, y2)")
@@ -87,9 +80,9 @@ def warp_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
                      spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
-def iter_warped_regions(image: Tensor, boxes: Tensor, output_size: int = DEFAULT_SIZE,
-                        context_pad: int = DEFAULT_CONTEXT_PAD,
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Tensor]:
+def iter_warped_regions(image: Tensor, boxes: Tensor, output_size: int = INPUT_SIZE,
+                        context_pad: int = CONTEXT_PAD,
+                        batch_size: int = REGION_BATCH) -> Iterator[Tensor]:
     """:func:`warp_regions` in chunks of ``batch_size`` boxes, in box order.
 
     Yields float32 ``Tensor[<=batch_size, 3, S, S]``; memory stays bounded by ``batch_size``

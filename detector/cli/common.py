@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eval.errors import DetectionError
+from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
 
 # The modules that only the `detect` extra installs, and the line that says so.
 _EXTRA_MODULES = {"torch", "torchvision", "cv2", "scipy"}
@@ -74,34 +75,49 @@ def add_protocol_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """--device, --max-per-image, --batch-size, --workers and how the networks run (the
-    detect and test commands)."""
+    """The keyword arguments of `Detector.load`, as flags with its defaults (the detect and
+    test commands), and --workers."""
     p.add_argument("--device", default="auto",
-                   help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, cuda:N")
+                   help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, "
+                        "cuda:N (default: auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+                   help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
+                        "(default: auto)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="run the networks in channels_last (NHWC) memory (default: the device's "
                         "default path, see BENCHMARKS.md)")
     p.add_argument("--stacked", action=argparse.BooleanOptionalAction,
-                   help="run an ensemble's members as one vmapped call per batch (torch.func)")
+                   help="run an ensemble's members as one vmapped call per batch (torch.func; "
+                        "default: off)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile each network (inductor; the first batch waits minutes)")
-    p.add_argument("--max-per-image", type=int, default=100,
-                   help="keep at most this many detections per image (default 100, COCO's maxDets)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="regions classified at once (bounds memory; default 256)")
+                   help="torch.compile each network (inductor; the first batch waits minutes; "
+                        "default: off)")
+    p.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD,
+                   help="a detection is a (region, class) scoring strictly above this "
+                        f"(default {SCORE_THRESHOLD}: low, so mAP sees the whole curve)")
+    p.add_argument("--nms-iou", type=float, default=NMS_IOU,
+                   help=f"per-class NMS: suppress boxes overlapping a better one by more than "
+                        f"this IoU (default {NMS_IOU}, R-CNN's)")
+    p.add_argument("--max-per-image", type=int, default=MAX_PER_IMAGE,
+                   help=f"keep at most this many detections per image (default {MAX_PER_IMAGE}, "
+                        "COCO's maxDets)")
+    p.add_argument("--batch-size", type=int, default=REGION_BATCH,
+                   help=f"regions classified at once (bounds memory; default {REGION_BATCH})")
     p.add_argument("--workers", type=int, default=0,
                    help="CPU processes computing proposals ahead of classification; default 0 = "
                         "in the main process")
 
 
 def check_inference_arguments(args: argparse.Namespace) -> None:
-    """Reject values of `add_inference_arguments`' flags that cannot work, naming them."""
-    for flag, value, least in (("--max-per-image", args.max_per_image, 1),
-                               ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
-        if value < least:
-            raise DetectionError(f"{flag} {value}: must be at least {least}")
+    """Reject values of `add_inference_arguments`' flags that cannot work, before any work,
+    with the checks `Detector.load` makes (one copy: `PostProcess`, `check_batch_size`)."""
+    from detector.api import check_batch_size
+    from detector.postprocess import PostProcess
+
+    PostProcess(args.score_threshold, args.nms_iou, args.max_per_image)
+    check_batch_size(args.batch_size)
+    if args.workers < 0:
+        raise DetectionError(f"--workers {args.workers}: must be at least 0")
 
 
 def check_cache_holds(cache, image_ids: list, flag_value: str) -> None:
@@ -118,7 +134,8 @@ def check_cache_holds(cache, image_ids: list, flag_value: str) -> None:
 def inference_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Detector.load` that the inference flags set."""
     return dict(precision=args.precision, channels_last=args.channels_last,
-                stacked=args.stacked, compile=args.compile, max_per_image=args.max_per_image,
+                stacked=args.stacked, compile=args.compile, score_threshold=args.score_threshold,
+                nms_iou=args.nms_iou, max_per_image=args.max_per_image,
                 batch_size=args.batch_size)
 
 

@@ -5,7 +5,7 @@
     gdet-detect photo.jpg --imagenet-weights googlenet-1378be20.pth   # ImageNet, offline
     torchrun --nproc-per-node 2 tools/detect.py photos/ --checkpoint a.pt
 
-Prints each image's detections scoring at least --score-threshold, and writes into --out an
+Prints each image's detections scoring above --show-threshold, and writes into --out an
 annotated copy of every image and detections.json, a COCO results list of every detection
 (image_id = the file's stem; category_id = label 1..K in the checkpoint's class order) that
 the evaluate command reads. It is `detector.Detector` with its defaults: `Detector.load(...)`
@@ -31,6 +31,7 @@ from detector.cli.common import (add_inference_arguments, check_cache_holds,
                                  run_main)
 from eval.errors import DetectionError
 from eval.outputs import check_output_dir
+from proposals.defaults import SHOW_THRESHOLD
 
 RESULTS_NAME = "detections.json"
 
@@ -50,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "googlenet-1378be20.pth) instead of downloading the ImageNet weights")
     p.add_argument("--out", default="detections",
                    help="output folder: detections.json and annotated images (default detections/)")
-    p.add_argument("--score-threshold", type=float, default=0.5,
-                   help="print and draw detections scoring at least this, in [0, 1] (the JSON "
-                        "keeps every detection above 0.01; default 0.5)")
+    p.add_argument("--show-threshold", type=float, default=SHOW_THRESHOLD,
+                   help="print and draw the detections scoring above this, in [0, 1] "
+                        f"(detections.json keeps all above --score-threshold; default "
+                        f"{SHOW_THRESHOLD})")
     p.add_argument("--proposals", metavar="CACHE",
                    help="read proposals from this propose-command cache (key: the file's stem) "
                         "instead of computing them; it must hold every input image")
@@ -70,8 +72,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     from detector.api import check_choices
 
     check_inference_arguments(args)
-    if not (0 <= args.score_threshold <= 1):  # also refuses nan
-        raise DetectionError(f"--score-threshold {args.score_threshold}: must be in [0, 1] "
+    if not (0 <= args.show_threshold <= 1):  # also refuses nan
+        raise DetectionError(f"--show-threshold {args.show_threshold}: must be in [0, 1] "
                              "(a probability)")
     check_choices(args.checkpoint, imagenet_weights=args.imagenet_weights, stacked=args.stacked,
                   compile=args.compile)
@@ -105,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
         if result.error is not None:
             tqdm.write(f"{result.path}: FAILED: {result.error}", file=sys.stderr)
             return
-        shown = result.scores >= args.score_threshold
-        tqdm.write(format_detections(result, detector.classes, shown, args.score_threshold))
+        shown = result.scores > args.show_threshold  # the Detector's comparison
+        tqdm.write(format_detections(result, detector.classes, shown, args.show_threshold,
+                                     detector.postprocess.score_threshold))
         draw(result.image, detector.classes, result.boxes[shown], result.scores[shown],
              result.labels[shown], targets[result.path])
 
@@ -168,18 +171,20 @@ def report_skipped(skipped: list[tuple[str, str]]) -> None:
         print(f"skipped {path}: {why}")
 
 
-def format_detections(result, classes: tuple[str, ...], shown, threshold: float) -> str:
+def format_detections(result, classes: tuple[str, ...], shown, threshold: float,
+                      score_threshold: float) -> str:
     """One header line, then ``class  score  [x1, y1, x2, y2]`` per shown detection (pixels).
     When none is shown the header says the best score and the flag that shows more."""
     header = f"{result.path}: {int(shown.sum())} detection(s) shown of {len(result.boxes)}"
     if not shown.any():
         if len(result.scores):
             best = float(result.scores.max())
-            header += (f" (best score {best:.3f}; --score-threshold {threshold:g} hides them: "
-                       f"pass --score-threshold {math.floor(best * 1000) / 1000:g} or lower "
+            header += (f" (best score {best:.3f}; --show-threshold {threshold:g} hides them: "
+                       f"pass --show-threshold {math.floor(best * 1000) / 1000:g} or lower "
                        "to show more)")
         else:
-            header += f" (no region scored above 0.01 among {result.num_proposals} proposals)"
+            header += (f" (no region scored above {score_threshold:g} among "
+                       f"{result.num_proposals} proposals)")
     lines = [header]
     for box, score, label in zip(result.boxes[shown], result.scores[shown], result.labels[shown]):
         x1, y1, x2, y2 = box

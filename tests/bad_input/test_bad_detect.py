@@ -61,6 +61,9 @@ DETECT_CASES = {
                                 ["--score-threshold 1.5"]),
     "score threshold nan": (["{r}/photo.png", "--score-threshold", "nan"],
                             ["--score-threshold nan"]),
+    "show threshold above 1": (["{r}/photo.png", "--show-threshold", "1.5"],
+                               ["--show-threshold 1.5", "[0, 1]"]),
+    "nms iou 0": (["{r}/photo.png", "--nms-iou", "0"], ["--nms-iou 0.0", "(0, 1]"]),
     "max per image 0": (["{r}/photo.png", "--max-per-image", "0"], ["--max-per-image 0"]),
     "batch size 0": (["{r}/photo.png", "--batch-size", "0"], ["--batch-size 0"]),
     "workers -1": (["{r}/photo.png", "--workers", "-1"], ["--workers -1"]),
@@ -161,7 +164,7 @@ def corpus_run(corpus, setup, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         status = detect_command([str(folder), "--checkpoint", str(setup / "a.pt"),
-                                 "--out", str(out), "--score-threshold", "0"])
+                                 "--out", str(out), "--show-threshold", "0"])
     return status, stdout.getvalue(), stderr.getvalue(), out
 
 

@@ -2,6 +2,7 @@
 detect_many (order, workers, damaged images), the ImageNet baseline from a local weights file,
 values refused at load, and evaluate_model = the test command."""
 import json
+import re
 import subprocess
 import sys
 from urllib.error import URLError
@@ -146,17 +147,19 @@ def test_imagenet_baseline_from_a_local_weights_file(data, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"score_threshold": 1.5}, "score_threshold 1.5"),
-    ({"score_threshold": float("nan")}, "score_threshold nan"),
-    ({"max_per_image": 0}, "max_per_image 0"),
-    ({"batch_size": 0}, "batch_size 0"),
+    ({"score_threshold": 1.5}, "--score-threshold 1.5 (score_threshold=1.5)"),
+    ({"score_threshold": float("nan")}, "score_threshold=nan"),
+    ({"nms_iou": 0.0}, "--nms-iou 0.0 (nms_iou=0.0): must be in (0, 1]"),
+    ({"max_per_image": 0}, "max_per_image=0"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"device": "gpu"}, "device gpu: unknown device"),
     ({"stacked": True}, "stacked"),
     ({"precision": "fp16"}, "precision 'fp16'"),
     ({"imagenet_weights": "x.pth"}, "imagenet_weights x.pth applies only without"),
 ])
 def test_load_refuses_values_that_cannot_work(data, kwargs, message):
-    with pytest.raises(DetectionError, match=message.replace("(", r"\(")):
-        Detector.load([data / "a.pt"], device="cpu", **kwargs)
+    with pytest.raises(DetectionError, match=re.escape(message)):
+        Detector.load([data / "a.pt"], **{"device": "cpu", **kwargs})
 
 
 def test_evaluate_model_is_the_test_command(data, tmp_path):

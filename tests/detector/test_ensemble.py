@@ -8,7 +8,10 @@ from detector.classifier import build_classifier
 from detector.ensemble import (InferencePath, StackedMembers, default_path, fold_batchnorm,
                                prepare_members)
 from eval.errors import DetectionError
-from detector.pipeline import classify_regions, detect
+from detector.api import Detector
+from detector.pipeline import classify_regions
+from detector.postprocess import PostProcess
+from proposals.checkpoint import ModelSpec
 from proposals.networks import normalize_image
 
 SIZE, PAD = 64, 4
@@ -107,12 +110,16 @@ def test_prepared_members_are_copies_and_still_a_sequence(members):
 
 
 def test_detect_runs_a_stacked_ensemble_like_the_members(members):
-    kwargs = dict(input_size=SIZE, context_pad=PAD, score_threshold=0.0, nms_iou=0.5)
-    plain = detect(IMAGE, BOXES, members, **kwargs)
-    path = InferencePath(stacked=True)
-    stacked = detect(IMAGE, BOXES, prepare_members(members, path), path=path, **kwargs)
-    assert torch.equal(plain[2], stacked[2]) and torch.allclose(plain[0], stacked[0], atol=1e-3)
-    assert torch.allclose(plain[1], stacked[1], atol=1e-5)
+    def detect(path):
+        classes = [str(k) for k in range(members[0].num_classes)]
+        detector = Detector(members, ModelSpec(len(classes), SIZE, PAD), classes, "cpu",
+                            path=path, postprocess=PostProcess(score_threshold=0.0, nms_iou=0.5))
+        return detector(IMAGE, BOXES)
+
+    plain, stacked = detect(InferencePath()), detect(InferencePath(stacked=True))
+    assert (plain.labels == stacked.labels).all()
+    assert np.allclose(plain.boxes, stacked.boxes, atol=1e-3)
+    assert np.allclose(plain.scores, stacked.scores, atol=1e-5)
 
 
 def test_stacking_needs_one_architecture(members):

@@ -1,5 +1,6 @@
-"""detect(): output format, determinism, batching, ensemble averaging, box regression, the
-1,000-class ImageNet path; load_ensemble and proposals_for errors."""
+"""The detection path (a `Detector` call on an image and its proposals): output format,
+determinism, batching, ensemble averaging, box regression, the 1,000-class ImageNet path;
+load_ensemble and proposals_for errors."""
 from urllib.error import URLError
 
 import numpy as np
@@ -11,7 +12,9 @@ from torchvision.models import googlenet
 from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from eval.errors import DetectionError
-from detector.pipeline import detect, imagenet_ensemble, load_ensemble, proposals_for
+from detector.api import Detector
+from detector.pipeline import imagenet_ensemble, load_ensemble, proposals_for
+from detector.postprocess import PostProcess
 from detector.regions import warp_regions
 from proposals.networks import normalize_image
 from proposals.cache import ProposalCache
@@ -51,8 +54,14 @@ def members():
     return [member(1), member(2)]
 
 
-def run(image, proposals, models, **kwargs):
-    return detect(image, proposals, models, input_size=SIZE, context_pad=PAD, **kwargs)
+def run(image, proposals, models, batch_size=256, **post):
+    """``Detector(models)(image, proposals)`` with ``post`` its PostProcess settings, as
+    tensors (boxes, scores, labels)."""
+    classes = [str(k) for k in range(models[0].num_classes)]
+    detector = Detector(models, ModelSpec(len(classes), SIZE, PAD), classes, "cpu",
+                        postprocess=PostProcess(**post), batch_size=batch_size)
+    result = detector(image, proposals)
+    return tuple(torch.from_numpy(a) for a in (result.boxes, result.scores, result.labels))
 
 
 def proposal_index(boxes: torch.Tensor) -> list[int]:

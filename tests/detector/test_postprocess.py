@@ -5,7 +5,7 @@ import torch
 
 from detector.box_coder import FAST_RCNN_STDS, decode
 from eval.errors import DetectionError
-from detector.postprocess import postprocess
+from detector.postprocess import PostProcess, postprocess
 
 IMAGE = (200, 300)  # height, width
 
@@ -77,7 +77,7 @@ def test_iou_exactly_at_threshold(iou, height, kept):
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, height], [50, 50, 60, 60]], dtype=np.float32)
     scores = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]], dtype=np.float32)
     _, _, labels = out = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores), None,
-                                     IMAGE, 0.0, iou)
+                                     IMAGE, 0.0, iou, None)
     assert (len(labels) == 3) == kept
     assert reference_nms(boxes, scores[:, 1], iou) == ([0, 1, 2] if kept else [0, 2])
     assert out[1].tolist() == pytest.approx([0.9, 0.8, 0.7] if kept else [0.9, 0.7])
@@ -86,7 +86,7 @@ def test_iou_exactly_at_threshold(iou, height, kept):
 def test_classes_are_suppressed_independently():
     boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0], [12.0, 10.0, 50.0, 52.0]])
     scores = torch.tensor([[0.0, 0.6, 0.4], [0.0, 0.3, 0.7]])
-    out_boxes, out_scores, labels = postprocess(boxes, scores, None, IMAGE)
+    out_boxes, out_scores, labels = PostProcess()(boxes, scores, None, IMAGE)
     # class 1 keeps box 0, class 2 keeps box 1; each suppresses the other box in its own class only
     assert labels.tolist() == [2, 1] and out_scores.tolist() == pytest.approx([0.7, 0.6])
     assert torch.equal(out_boxes, boxes[[1, 0]])
@@ -96,18 +96,18 @@ def test_score_threshold_is_strict_and_top_k():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0], [40.0, 0.0, 50.0, 10.0],
                           [60.0, 0.0, 70.0, 10.0]])
     scores = torch.tensor([[0.5, 0.5], [0.75, 0.25], [0.875, 0.125], [0.9375, 0.0625]])
-    _, kept, _ = postprocess(boxes, scores, None, IMAGE, score_threshold=0.125)
+    _, kept, _ = PostProcess(score_threshold=0.125)(boxes, scores, None, IMAGE)
     assert kept.tolist() == [0.5, 0.25]  # 0.125 itself is not above the threshold
-    _, kept, _ = postprocess(boxes, scores, None, IMAGE, score_threshold=0.0, max_per_image=3)
+    _, kept, _ = PostProcess(score_threshold=0.0, max_per_image=3)(boxes, scores, None, IMAGE)
     assert kept.tolist() == [0.5, 0.25, 0.125]
-    _, kept, _ = postprocess(boxes, scores, None, IMAGE, score_threshold=0.0, max_per_image=None)
+    _, kept, _ = PostProcess(score_threshold=0.0, max_per_image=None)(boxes, scores, None, IMAGE)
     assert len(kept) == 4
 
 
 def test_ties_order_by_label_then_proposal():
     boxes = torch.tensor([[100.0, 100.0, 120.0, 120.0], [0.0, 0.0, 20.0, 20.0]])
     scores = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5]])
-    out_boxes, _, labels = postprocess(boxes, scores, None, IMAGE)
+    out_boxes, _, labels = PostProcess()(boxes, scores, None, IMAGE)
     assert labels.tolist() == [1, 1, 2, 2]
     assert torch.equal(out_boxes, boxes[[0, 1, 0, 1]])
 
@@ -115,7 +115,7 @@ def test_ties_order_by_label_then_proposal():
 def test_empty_inputs_and_nothing_above_threshold():
     for boxes, scores in [(torch.zeros(0, 4), torch.zeros(0, 3)),
                           (torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([[1.0, 0.0, 0.0]]))]:
-        out_boxes, out_scores, labels = postprocess(boxes, scores, None, IMAGE)
+        out_boxes, out_scores, labels = PostProcess()(boxes, scores, None, IMAGE)
         assert out_boxes.shape == (0, 4) and out_scores.shape == (0,) and labels.shape == (0,)
         assert labels.dtype == torch.int64 and out_boxes.dtype == torch.float32
 
@@ -123,7 +123,7 @@ def test_empty_inputs_and_nothing_above_threshold():
 def test_boxes_clipped_and_outside_boxes_dropped():
     boxes = torch.tensor([[-20.0, 150.0, 40.0, 260.0], [310.0, 10.0, 350.0, 50.0]])
     scores = torch.tensor([[0.2, 0.8], [0.1, 0.9]])
-    out_boxes, out_scores, _ = postprocess(boxes, scores, None, IMAGE)
+    out_boxes, out_scores, _ = PostProcess()(boxes, scores, None, IMAGE)
     assert out_scores.tolist() == pytest.approx([0.8])  # the second lies right of the image
     torch.testing.assert_close(out_boxes, torch.tensor([[0.0, 150.0, 40.0, 200.0]]))
 
@@ -132,7 +132,7 @@ def test_class_specific_deltas_are_applied():
     boxes = torch.tensor([[50.0, 50.0, 90.0, 70.0]])
     scores = torch.tensor([[0.1, 0.3, 0.6]])
     deltas = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.5, -0.5, 0.2, 0.4]]])
-    out_boxes, _, labels = postprocess(boxes, scores, deltas, IMAGE, box_stds=FAST_RCNN_STDS)
+    out_boxes, _, labels = PostProcess()(boxes, scores, deltas, IMAGE, box_stds=FAST_RCNN_STDS)
     assert labels.tolist() == [2, 1]
     torch.testing.assert_close(out_boxes[0], decode(deltas[0, 1:], boxes, FAST_RCNN_STDS)[0])
     # hand-computed: centre (70, 60) + (0.05 * 40, -0.05 * 20); size 40 x 20 * exp(0.04, 0.08)
@@ -147,15 +147,28 @@ def test_no_background_scores():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
     scores = torch.zeros(2, 1000)
     scores[0, 0], scores[1, 999] = 0.9, 0.4
-    _, out_scores, labels = postprocess(boxes, scores, None, IMAGE, background=False)
+    _, out_scores, labels = PostProcess()(boxes, scores, None, IMAGE, background=False)
     assert labels.tolist() == [1, 1000] and out_scores.tolist() == pytest.approx([0.9, 0.4])
 
 
 def test_half_precision_scores_and_bad_shapes():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    out = postprocess(boxes, torch.tensor([[0.25, 0.75]], dtype=torch.bfloat16), None, IMAGE)
+    out = PostProcess()(boxes, torch.tensor([[0.25, 0.75]], dtype=torch.bfloat16), None, IMAGE)
     assert out[0].dtype == out[1].dtype == torch.float32
     with pytest.raises(DetectionError, match="box_deltas"):
-        postprocess(boxes, torch.tensor([[0.5, 0.5]]), torch.zeros(1, 2, 4), IMAGE)
+        PostProcess()(boxes, torch.tensor([[0.5, 0.5]]), torch.zeros(1, 2, 4), IMAGE)
     with pytest.raises(DetectionError, match="scores"):
-        postprocess(boxes, torch.zeros(2, 2), None, IMAGE)
+        PostProcess()(boxes, torch.zeros(2, 2), None, IMAGE)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(score_threshold=-0.1), "--score-threshold -0.1 \\(score_threshold=-0.1\\)"),
+    (dict(score_threshold=float("nan")), "score_threshold=nan"),
+    (dict(score_threshold=True), "score_threshold=True"),
+    (dict(nms_iou=0.0), "nms_iou=0.0\\): must be in \\(0, 1\\]"),
+    (dict(max_per_image=0), "max_per_image=0"),
+    (dict(max_per_image=2.5), "max_per_image=2.5"),
+])
+def test_settings_are_checked_when_made(settings, message):
+    with pytest.raises(DetectionError, match=message):
+        PostProcess(**settings)

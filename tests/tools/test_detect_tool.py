@@ -69,7 +69,7 @@ def images(tmp_path_factory):
 def test_images_and_folders_give_prints_pictures_and_json(images, checkpoints, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(images / "single.png"), str(images / "folder"), "--checkpoint",
-                 str(checkpoints / "a.pt"), "--out", str(out), "--score-threshold", "0"]) == 0
+                 str(checkpoints / "a.pt"), "--out", str(out), "--show-threshold", "0"]) == 0
     printed = capsys.readouterr().out
     assert "single.png: " in printed and "a.png: " in printed and "b.jpg: " in printed
     assert "red " in printed or "blue " in printed
@@ -85,15 +85,15 @@ def test_images_and_folders_give_prints_pictures_and_json(images, checkpoints, t
 
 def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
     single, pair = tmp_path / "single", tmp_path / "pair"
-    args = [str(images / "single.png"), "--score-threshold", "1",
+    args = [str(images / "single.png"), "--show-threshold", "1",
             "--checkpoint", str(checkpoints / "a.pt")]
     assert main(args + ["--out", str(single)]) == 0
     printed = capsys.readouterr().out  # nothing scores 1: the message says what would show
     rows = json.loads((single / "detections.json").read_text())
     best = max(d["score"] for d in rows)
     assert f"0 detection(s) shown of {len(rows)} (best score {best:.3f}; " \
-           "--score-threshold 1 hides them: " \
-           f"pass --score-threshold {int(best * 1000) / 1000:g} or lower" in printed, printed
+           "--show-threshold 1 hides them: " \
+           f"pass --show-threshold {int(best * 1000) / 1000:g} or lower" in printed, printed
     assert main(args + ["--checkpoint", str(checkpoints / "b.pt"), "--out", str(pair)]) == 0
     one = json.loads((single / "detections.json").read_text())
     two = json.loads((pair / "detections.json").read_text())
@@ -102,7 +102,7 @@ def test_ensemble_and_print_threshold(images, checkpoints, tmp_path, capsys):
 
 def test_inference_flags_choose_the_path_and_keep_the_detections(images, checkpoints, tmp_path,
                                                                 capsys):
-    args = [str(images / "folder"), "--score-threshold", "0", "--checkpoint",
+    args = [str(images / "folder"), "--show-threshold", "0", "--checkpoint",
             str(checkpoints / "a.pt"), "--checkpoint", str(checkpoints / "b.pt")]
     assert main(args + ["--out", str(tmp_path / "plain")]) == 0
     assert "2 network(s) on cpu: fp32" in capsys.readouterr().out
@@ -150,7 +150,7 @@ def test_default_model_is_imagenet_googlenet(images, tmp_path, monkeypatch, caps
     cache = ProposalCache.create(tmp_path / "cache", "selective_search", {})
     cache.save("single", np.array([[5, 5, 30, 25], [35, 20, 60, 45]], np.float32))
     assert main([str(images / "single.png"), "--proposals", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "out"), "--score-threshold", "0", "--max-per-image", "5"]) == 0
+                 "--out", str(tmp_path / "out"), "--show-threshold", "0", "--max-per-image", "5"]) == 0
     results = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert len(results) == 4 and {r["category_id"] for r in results} == {11, 21}
     names = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]
@@ -236,7 +236,7 @@ def test_exif_rotated_photo_gives_one_set_of_boxes_with_and_without_proposals(
     image.save(folder / "rotated.jpg", quality=95, exif=exif.tobytes())
     assert propose(["--images", str(folder), "--out", str(tmp_path / "cache"), "--max-boxes", "6",
                     "--min-box-side", "8", "--workers", "1"]) == 0
-    args = [str(folder), "--checkpoint", str(checkpoints / "a.pt"), "--score-threshold", "0"]
+    args = [str(folder), "--checkpoint", str(checkpoints / "a.pt"), "--show-threshold", "0"]
     assert main(args + ["--out", str(tmp_path / "computed")]) == 0
     assert main(args + ["--out", str(tmp_path / "cached"),
                         "--proposals", str(tmp_path / "cache")]) == 0
@@ -269,7 +269,7 @@ def test_two_torchrun_ranks_over_a_folder_write_what_one_process_writes(images, 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = [str(images / "single.png"), str(images / "folder"), "--checkpoint",
-            str(checkpoints / "a.pt"), "--device", "cpu", "--score-threshold", "0"]
+            str(checkpoints / "a.pt"), "--device", "cpu", "--show-threshold", "0"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-port", str(port), "tools/detect.py", *args, "--out", str(tmp_path / "two")]

@@ -136,7 +136,7 @@ def test_a_combined_model_is_one_file(tiny, tmp_path, monkeypatch):
     assert train(["--config", "combined.yaml", "--device", "cpu", "--set", "solver.epochs=1"]) == 0
     image = str(tiny / "im1.png")
     assert detect([image, "--checkpoint", "det/last.pt", "--out", "before", "--device", "cpu",
-                   "--score-threshold", "0"]) == 0
+                   "--show-threshold", "0"]) == 0
     before = json.loads((tmp_path / "before" / "detections.json").read_text())
     assert before
     (tmp_path / "elsewhere").mkdir()
@@ -146,7 +146,7 @@ def test_a_combined_model_is_one_file(tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     for workers in ("0", "1"):
         assert detect([image, "--checkpoint", "model.pt", "--out", f"after{workers}",
-                       "--device", "cpu", "--score-threshold", "0", "--workers", workers]) == 0
+                       "--device", "cpu", "--show-threshold", "0", "--workers", workers]) == 0
         after = json.loads((tmp_path / "elsewhere" / f"after{workers}" / "detections.json")
                            .read_text())
         assert after == before

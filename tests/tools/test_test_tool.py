@@ -77,10 +77,10 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
     for i in range(3):
         cache.save(f"im{i}", np.array([RED, BLUE], np.float32))
 
-    def oracle(members, spec, image, proposals, device, batch_size, max_per_image, path, **_):
-        return proposals, np.array([0.9, 0.8], np.float32), np.array([1, 2])
+    def oracle(pixels, boxes, members, **_):  # the ensemble's verdict: red, then blue
+        return torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.0, 0.8]]), None
 
-    monkeypatch.setattr(detector.api, "detect_array", oracle)
+    monkeypatch.setattr(detector.api, "classify_regions", oracle)
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
                  str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "o")]) == 0
     result = json.loads((tmp_path / "o" / "evaluation.json").read_text())

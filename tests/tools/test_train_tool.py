@@ -90,7 +90,7 @@ def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
     assert rows[0].split(",")[-1] == "val_mAP" and rows[1].split(",")[-1] != ""
     ckpt = str(tmp_path / "run" / "last.pt")
     assert detect([str(tiny / "im0.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "det"),
-                   "--device", "cpu", "--score-threshold", "0"]) == 0
+                   "--device", "cpu", "--show-threshold", "0"]) == 0
     assert (tmp_path / "det" / "detections.json").exists() and (tmp_path / "det" / "im0.png").exists()
     out = tmp_path / "tested"
     assert test(["--gt", str(tiny), "--checkpoint", ckpt, "--proposals", str(tiny / "cache"),
