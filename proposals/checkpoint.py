@@ -26,13 +26,14 @@ import os
 import pickle
 import zipfile
 from collections import Counter, OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eval.errors import DetectionError
+from eval.inputs import open_input
 from eval.outputs import write_atomic
 
 # 2: proposal records carry their MultiBox network (1 stored the MultiBox checkpoint's path).
@@ -115,14 +116,23 @@ def read_torch_file(path: str | os.PathLike, missing: str,
     containers only; a file holding any other object is refused unread (unpickling it could run
     code). Every failure is one DetectionError naming ``path``; ``missing`` says what to do
     when there is no such file (e.g. "checkpoint not found; ...")."""
-    file = Path(path)
-    if not file.exists():
+    if not os.path.lexists(path):
         raise DetectionError(f"{path}: {missing}")
-    if file.is_dir():
-        raise DetectionError(f"{path}: is a folder; pass the .pt file inside it")
-    if not zipfile.is_zipfile(file):  # torch.save has written zip archives since torch 1.6
-        raise DetectionError(f"{path}: not a file written by torch.save (it may be truncated, "
-                             "or another kind of file); use a complete checkpoint or weights file")
+    fix = "pass a checkpoint or weights .pt file"
+    # Through the input door: a folder, FIFO or device is one error at once, never a hang.
+    with open_input(path, "checkpoint", fix) as file:
+        # torch.save has written zip archives since torch 1.6
+        if not zipfile.is_zipfile(file):
+            raise DetectionError(f"{path}: not a file written by torch.save (it may be "
+                                 "truncated, or another kind of file); use a complete "
+                                 "checkpoint or weights file")
+        file.seek(0)
+        return _torch_load(path, file, map_location)
+
+
+def _torch_load(path: str | os.PathLike, file: io.BufferedIOBase,
+                map_location: str | torch.device) -> object:
+    """``torch.load(weights_only=True)`` of an open file; every failure one DetectionError."""
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -147,6 +157,7 @@ _MISSING = {"classifier": "checkpoint not found; train one with tools/train.py o
             "multibox": "MultiBox checkpoint not found; train one with tools/train.py "
                         "(task: multibox) or fix the path",
             None: "checkpoint not found; check the path"}
+_FROM_TRAIN = "use a checkpoint written by tools/train.py"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -159,6 +170,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                              "use a file written by tools/train.py")
     check_format(path, payload["format"])
     found = payload.get("kind", "classifier")
+    if not isinstance(found, str):
+        raise DetectionError(f"{path}: kind {_shown(found)} is not a checkpoint kind (a name: "
+                             f"{' or '.join(_REQUIRED)}); {_FROM_TRAIN}")
     kind = kind or found
     if found != kind or kind not in _REQUIRED:
         raise DetectionError(f"{path}: a {found} checkpoint where a {kind} is needed; pass it "
@@ -166,7 +180,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in _REQUIRED[kind] if k not in payload]
     if missing:
         raise DetectionError(f"{path}: not a {kind} checkpoint of this toolkit (no "
-                             f"{', '.join(missing)}); use a file written by tools/train.py")
+                             f"{', '.join(missing)}); {_FROM_TRAIN}")
+    if not isinstance(payload["state_dict"], dict):
+        raise DetectionError(f"{path}: state_dict is {type(payload['state_dict']).__name__}, not "
+                             f"a mapping of tensors; {_FROM_TRAIN}")
+    if kind == "classifier":
+        model_spec(payload, path)  # classes and model, checked
+        _check_proposal_record(payload.get("proposals"), path)
     return from_plain(payload)
 
 
@@ -180,8 +200,60 @@ def check_format(path: str | os.PathLike, version: object) -> None:
                              f"reads (up to {FORMAT_VERSION}); update the toolkit to use it")
 
 
-def model_spec(payload: dict) -> ModelSpec:
-    return ModelSpec(**payload["model"])
+_FROM_TRAIN = "use a checkpoint written by tools/train.py"
+# The values each integer field of a `ModelSpec` may take in a checkpoint: sizes are bounded,
+# so that a hostile record cannot make the network allocate without limit.
+_SPEC_RANGES = {"num_classes": (1, 100_000), "input_size": (1, 4096), "context_pad": (0, 4096)}
+
+
+def model_spec(payload: dict, where: str | os.PathLike) -> ModelSpec:
+    """The `ModelSpec` of a classifier checkpoint's payload (the one parser of its ``model``
+    record), checked: `ModelSpec`'s fields only, each of its type (a bool is not an int) and
+    range, and ``classes`` a list of that many names. Anything else is one DetectionError
+    naming ``where``."""
+    record, classes = payload.get("model"), payload.get("classes")
+    known = {f.name: f for f in fields(ModelSpec)}
+    if not isinstance(record, dict):
+        raise DetectionError(f"{where}: model is {_shown(record)}, not a model description "
+                             f"(an object of {', '.join(known)}); {_FROM_TRAIN}")
+    unknown = [k for k in record if k not in known]
+    absent = [n for n, f in known.items() if f.default is MISSING and n not in record]
+    if unknown or absent:
+        problem = f"unknown field {_shown(unknown[0])}" if unknown else f"no {absent[0]}"
+        raise DetectionError(f"{where}: malformed model description ({problem}; the fields are "
+                             f"{', '.join(known)}); {_FROM_TRAIN}")
+    for name, value in record.items():
+        want = bool if known[name].type in ("bool", bool) else int
+        low, high = (False, True) if want is bool else _SPEC_RANGES.get(name, (0, 2**31 - 1))
+        if type(value) is not want or not low <= value <= high:
+            what = "true or false" if want is bool else f"an integer in {low}..{high}"
+            raise DetectionError(f"{where}: model {name} is {_shown(value)}, not {what}; "
+                                 f"{_FROM_TRAIN}")
+    if not isinstance(classes, list) or not all(type(c) is str for c in classes):
+        raise DetectionError(f"{where}: classes is {_shown(classes)}, not a list of class "
+                             f"names; {_FROM_TRAIN}")
+    spec = ModelSpec(**record)
+    if spec.num_classes != len(classes):
+        raise DetectionError(f"{where}: the model has {spec.num_classes} classes but the class "
+                             f"list {len(classes)}; the checkpoint is corrupt ({_FROM_TRAIN})")
+    return spec
+
+
+def _check_proposal_record(record: object, where: str | os.PathLike) -> None:
+    """A classifier checkpoint's ``proposals``: absent, or an object whose ``method`` is a name
+    and ``params`` an object (what detection recomputes the proposals with)."""
+    if record is None:
+        return
+    if (not isinstance(record, dict) or not isinstance(record.get("method", ""), str)
+            or not isinstance(record.get("params", {}), dict)):
+        raise DetectionError(f"{where}: proposals is {_shown(record)}, not a proposal record "
+                             "(an object with a method name and its params); " + _FROM_TRAIN)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_ensemble(paths: list[str], payloads: list[dict]) -> None:
@@ -191,7 +263,7 @@ def check_ensemble(paths: list[str], payloads: list[dict]) -> None:
         if other["classes"] != first["classes"]:
             raise DetectionError(f"{path}: its classes differ from {paths[0]}'s; an ensemble's "
                                  "members must be trained on the same class list")
-        a, b = model_spec(first), model_spec(other)
+        a, b = model_spec(first, paths[0]), model_spec(other, path)
         if (a.input_size, a.context_pad) != (b.input_size, b.context_pad):
             raise DetectionError(f"{path}: input size/context padding {b.input_size}/{b.context_pad} "
                                  f"differ from {paths[0]}'s {a.input_size}/{a.context_pad}")

@@ -182,3 +182,68 @@ def test_a_multibox_file_whose_weights_do_not_fit_is_refused_up_front(tmp_path):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(DetectionError, match="bad.pt: malformed MultiBox network"):
         build_proposer(ProposalConfig(multibox=str(tmp_path / "bad.pt")))
+
+
+def with_fields(path: Path, **changes) -> Path:
+    """A classifier checkpoint at ``path`` (as tools/train.py writes it) with ``changes`` made
+    to its stored payload (a value of None deletes the key; ``model`` is merged)."""
+    classifier(path)
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if key == "model" and isinstance(value, dict):
+            payload["model"] = {**payload["model"], **value}
+        elif value is None:
+            del payload[key]
+        else:
+            payload[key] = value
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"model": {"input_size": "32"}}, "model input_size is '32', not an integer"),
+    ({"model": {"input_size": 32.0}}, "model input_size is 32.0, not an integer"),
+    ({"model": {"context_pad": True}}, "model context_pad is True, not an integer"),
+    ({"model": {"box_regression": 1}}, "model box_regression is 1, not true or false"),
+    ({"model": {"num_classes": 10 ** 12}}, "model num_classes is 1000000000000, not an integer "
+                                            "in 1..100000"),
+    ({"model": {"input_size": -5}}, "model input_size is -5"),
+    ({"model": {"dropout": 0.5}}, "malformed model description \\(unknown field 'dropout'"),
+    ({"model": {"num_classes": 2}}, "the model has 2 classes but the class list 1"),
+    ({"model": [1, 32, 2]}, "model is \\[1, 32, 2\\], not a model description"),
+    ({"classes": "a"}, "classes is 'a', not a list of class names"),
+    ({"classes": [1]}, "classes is \\[1\\], not a list of class names"),
+    ({"kind": ["classifier"]}, "kind \\['classifier'\\] is not a checkpoint kind"),
+    ({"proposals": "selective_search"}, "proposals is 'selective_search', not a proposal record"),
+    ({"proposals": {"method": "selective_search", "params": "fast"}}, "proposals is .*, not a "
+                                                                     "proposal record"),
+    ({"state_dict": [1, 2]}, "state_dict is list, not a mapping"),
+])
+def test_fields_of_the_wrong_type_are_one_error_naming_the_file(tmp_path, changes, said):
+    path = with_fields(tmp_path / "c.pt", **changes)
+    with pytest.raises(DetectionError, match=f"c.pt: {said}") as error:
+        load_checkpoint(path)
+    assert "tools/train.py" in str(error.value) or "corrupt" in str(error.value)
+
+
+def test_an_ensemble_member_with_an_unknown_model_key_is_one_error(tmp_path):
+    """The one ModelSpec parser: the detector's ensemble loader (which had its own, raising a
+    raw TypeError through check_ensemble) refuses the second member by name."""
+    from detector.pipeline import load_ensemble
+
+    good = classifier(tmp_path / "good.pt")
+    odd = with_fields(tmp_path / "odd.pt", model={"colour": "red"})
+    with pytest.raises(DetectionError, match="odd.pt: malformed model description.*'colour'"):
+        load_ensemble([good, odd], "cpu")
+
+
+@pytest.mark.parametrize("make, said", [
+    (os.mkfifo, "is a FIFO"),
+    (os.mkdir, "is a folder"),
+])
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_unread(tmp_path, make, said):
+    make(tmp_path / "c.pt")  # opening a FIFO to read would block until a writer came
+    with pytest.raises(DetectionError, match=f"c.pt: {said}"):
+        load_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(DetectionError, match="not a regular checkpoint file|is a folder"):
+        read_torch_file("/dev/zero" if make is os.mkfifo else tmp_path, "missing")
