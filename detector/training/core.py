@@ -9,6 +9,7 @@ learning rate and differ by ``seed``: sampling and input order, as in the GoogLe
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -107,14 +108,21 @@ class RegionBatches(torch.utils.data.Dataset):
 def epoch_batches(count: int, per_batch: int, generator: torch.Generator, rank: int = 0,
                   world: int = 1) -> list[list[int]]:
     """This rank's batches of one epoch: indices 0..count-1 in ``generator``'s order, in groups
-    of ``per_batch``; under DDP rank r takes batches r, r + world, ..."""
+    of ``per_batch``; under DDP rank r takes batches r, r + world, ...
+
+    Every rank gets the same number of batches, at least one when ``count`` >= 1 (none when
+    it is 0): DDP synchronises each step, so a rank with fewer steps would hang the others.
+    The last round is filled by going round the epoch's batches again, as many times as
+    needed (6 images in batches of 2 on 8 ranks: batches 0 1 2 0 1 2 0 1, one per rank).
+    """
+    if per_batch < 1 or world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need per_batch >= 1 and 0 <= rank < world, got {per_batch}, "
+                         f"{rank}, {world}")
     order = torch.randperm(count, generator=generator)
-    batches = [b.tolist() for b in order.split(per_batch)]
-    # Every rank must run the same number of steps (DDP synchronises each one): wrap around
-    # to the first batches of the epoch to fill the last round.
+    batches = [b.tolist() for b in order.split(per_batch)] if count else []
     rounds = -(-len(batches) // world)
-    batches = (batches * 2)[:rounds * world] if batches else []
-    return batches[rank::world]
+    filled = [batches[i % len(batches)] for i in range(rounds * world)]
+    return filled[rank::world]
 
 
 def seeded_generator(*parts: int) -> torch.Generator:
@@ -165,13 +173,15 @@ def region_loss(logits: torch.Tensor, deltas: torch.Tensor | None, labels: torch
     """Cross-entropy over K+1 classes, plus smooth-L1 on the true class's box deltas.
 
     ``logits`` [R, K+1]; ``deltas`` [R, K, 4] or None; ``labels`` [R]; ``targets`` [R, 4];
-    ``regress`` bool [R]. Computed in float32 whatever the autocast dtype.
+    ``regress`` bool [R]. Background rows never enter the box term (they have no true class's
+    deltas), and it is summed over the regressed rows and divided by R, as Fast R-CNN does.
+    Computed in float32 whatever the autocast dtype.
     """
     loss_cls = F.cross_entropy(logits.float(), labels)
     parts = {"loss_cls": loss_cls.item()}
     loss = loss_cls
     if deltas is not None:
-        rows = torch.nonzero(regress).flatten()
+        rows = torch.nonzero(regress & (labels > 0)).flatten()
         picked = deltas.float()[rows, labels[rows] - 1]
         loss_box = F.smooth_l1_loss(picked, targets[rows], beta=1 / 9, reduction="sum")
         loss_box = loss_box / max(len(labels), 1)
@@ -238,31 +248,43 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 
 def capture_rng() -> dict:
-    """Global RNG states that training consumes (dropout, loader base seeds), as tensors (a
-    checkpoint stores them; ``weights_only`` loading reads them back bitwise)."""
-    state = {"torch": torch.get_rng_state()}
+    """Global RNG states a training process may consume: torch's (dropout, loader base seeds),
+    CUDA's, Python's and NumPy's (nothing of ours draws from the last two, but a model or a
+    library may). Plain values and tensors: a checkpoint stores them and ``weights_only``
+    loading reads them back bitwise."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: object, where: str = "the checkpoint") -> None:
-    """Set the global RNG states of `capture_rng`; a malformed ``state`` is one DetectionError
-    naming ``where`` (the checkpoint file)."""
+    """Set the global RNG states of `capture_rng` (Python's and NumPy's only where ``state``
+    has them); a malformed ``state`` is one DetectionError naming ``where`` (the checkpoint
+    file)."""
     torch_state = state.get("torch") if isinstance(state, dict) else None
     cuda = state.get("cuda", []) if isinstance(state, dict) else []
     if not (_is_rng_state(torch_state) and isinstance(cuda, (list, tuple))
             and all(_is_rng_state(s) for s in cuda)):
         raise DetectionError(f"{where}: no usable RNG state (rng); resume from a training "
                              "checkpoint written by tools/train.py")
-    try:
-        torch.set_rng_state(torch_state)
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda)
-    except RuntimeError as e:  # e.g. a state of the wrong length
-        raise DetectionError(f"{where}: unusable RNG state ({' '.join(str(e).split())[:120]}); "
-                             "resume from a training checkpoint written by tools/train.py"
-                             ) from None
+    setters = [("torch", torch.set_rng_state, torch_state)]
+    if "python" in state:
+        setters.append(("python", random.setstate, state["python"]))
+    if "numpy" in state:
+        setters.append(("numpy", np.random.set_state, state["numpy"]))
+    if cuda and torch.cuda.is_available():
+        setters.append(("cuda", torch.cuda.set_rng_state_all, cuda))
+    for name, setter, value in setters:
+        try:
+            setter(value)
+        except (RuntimeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
+            # e.g. a state of the wrong length or type
+            reason = " ".join(str(e).split())[:120]
+            raise DetectionError(f"{where}: unusable RNG state rng.{name} ({reason}); "
+                                 "resume from a training checkpoint written by tools/train.py"
+                                 ) from None
 
 
 def _is_rng_state(value: object) -> bool:

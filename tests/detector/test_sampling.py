@@ -64,3 +64,57 @@ def test_ranks_get_equal_disjoint_shares_of_each_epoch(tmp_path):
     single = RegionBatches(records, cache=None, seed=3, images_per_batch=2, regions_per_batch=4)
     single.set_epoch(5)
     assert len(single) == 4 and sorted(i for b in single.batches for i in b) == list(range(7))
+
+
+def test_just_below_half_is_background_and_the_best_ground_truth_wins():
+    gt = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 12]])
+    regions = torch.tensor([
+        [0.0, 0, 10, 20.01],  # IoU 100/200.1 with gt 0, 120/200.1 with gt 1 -> class 2
+        [0.0, 0, 10, 24.01],  # IoU 120/240.1 = 0.4998 with gt 1 -> background
+        [0.0, 0, 10, 24],     # IoU 120/240 = 0.5 exactly with gt 1 -> foreground
+    ])
+    out = label_regions(regions, gt, torch.tensor([1, 2]))
+    assert out.labels.tolist() == [2, 0, 2] and out.matched_gt.tolist() == [1, 1, 1]
+    assert out.max_iou[1] < 0.5 <= out.max_iou[2]
+    assert label_regions(torch.zeros(0, 4), gt, torch.tensor([1, 2])).labels.tolist() == []
+
+
+def test_foreground_never_fills_a_batch_short_of_background():
+    """R-CNN fills missing foreground with background, never the other way round."""
+    labels = torch.tensor([1] * 200 + [0] * 10)
+    idx = sample_regions(labels, 32, 96, torch.Generator().manual_seed(0))
+    assert (labels[idx] > 0).sum() == 32 and (labels[idx] == 0).sum() == 10
+    no_fg = sample_regions(torch.zeros(300, dtype=torch.int64), 32, 96,
+                           torch.Generator().manual_seed(0))
+    assert len(no_fg) == 128 and len(set(no_fg.tolist())) == 128
+
+
+def test_a_default_batch_holds_32_foreground_and_96_background_regions(tmp_path):
+    """Two images of a default `RegionBatches` batch, each with plenty of both kinds."""
+    import numpy as np
+    from PIL import Image
+
+    from eval.datasets import ImageRecord
+    from detector.training.core import RegionBatches
+
+    gt = np.array([[10, 10, 50, 50]], np.float32)
+    fg = [[10 + d, 10, 50 + d, 50] for d in range(0, 10)] * 3                 # IoU >= 0.67
+    bg = [[60 + d, 60, 90 + d, 90] for d in range(0, 10)] * 10                # no overlap
+    proposals = np.array(fg + bg, np.float32)
+
+    class Cache:
+        def load(self, image_id):
+            return proposals
+
+    records = []
+    for i in range(2):
+        Image.fromarray(np.full((100, 100, 3), 100 + i, np.uint8)).save(tmp_path / f"{i}.png")
+        records.append(ImageRecord(i, str(tmp_path / f"{i}.png"), 100, 100, gt,
+                                   np.array([1]), np.zeros(1, bool), np.zeros(1, bool),
+                                   np.zeros(1)))
+    batches = RegionBatches(records, Cache(), seed=0)
+    assert len(batches) == 1
+    samples = batches[0]
+    labels = torch.cat([s.labels for s in samples])
+    assert len(samples) == 2 and [len(s.labels) for s in samples] == [64, 64]
+    assert (labels > 0).sum() == 32 and (labels == 0).sum() == 96
