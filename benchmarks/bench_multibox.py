@@ -31,7 +31,8 @@ from eval.datasets import Dataset, load_dataset, read_image
 from eval.recall import proposal_recall
 from proposals.combined import merge_proposals
 from proposals.multibox import load_multibox, predict
-from proposals.selective_search import SelectiveSearchConfig, selective_search
+from proposals.config import SelectiveSearchConfig
+from proposals.selective_search import selective_search
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

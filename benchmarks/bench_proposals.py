@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from eval.datasets import Dataset, load_voc_folder, read_image
 from eval.recall import proposal_recall
-from proposals.selective_search import SelectiveSearchConfig, selective_search
+from proposals.config import SelectiveSearchConfig
+from proposals.selective_search import selective_search
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 THREAD_PROBE_IMAGES = 3  # images timed with OpenCV's default threads, to see whether it uses them

@@ -26,8 +26,8 @@ from detector.training.core import ImageSample, region_step
 from eval.detections import to_results
 from eval.evaluate import evaluate_results
 from proposals.cache import ProposalCache
-from proposals.combined import ProposalConfig, Proposer
-from proposals.selective_search import SelectiveSearchConfig
+from proposals.combined import Proposer
+from proposals.config import SelectiveSearchConfig
 from detector.cli.test import dataset_category_ids
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -212,7 +212,7 @@ class HeldOut:
         dataset = load_dataset(base / "annotations", images=base / "images",
                                split=str(base / "data" / "test_labels.csv"))
         self.dataset = replace(dataset, images=dataset.images[:count])
-        self.proposer = Proposer(ProposalConfig(SelectiveSearchConfig(max_boxes=max_boxes)))
+        self.proposer = Proposer(SelectiveSearchConfig(max_boxes=max_boxes))
         self.workers, self.root = workers, root
         self.cache = ProposalCache.open(cache) if cache else None
 

@@ -26,7 +26,7 @@ from eval.errors import DetectionError
 from detector.regions import iter_warped_regions
 from proposals.defaults import REGION_BATCH
 from proposals.cache import ProposalCache
-from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, ProposalConfig, Proposer,
+from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, Proposer,
                                 embedded_multibox)
 
 
@@ -124,7 +124,7 @@ def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
     if cache is not None:
         boxes = cache.load(image_id)
     else:
-        boxes = (proposer or Proposer(ProposalConfig()))(image)
+        boxes = (proposer or Proposer())(image)
     if len(boxes) == 0:
         raise DetectionError(f"{path}: no proposals for this image (is it blank, or smaller than "
                              "the minimum box side?); remove it or lower min_box_side")

@@ -15,34 +15,20 @@ threshold selective search applies within its own boxes).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from eval.config import check_fields
 from eval.errors import DetectionError
 from eval.recall import box_iou
 from proposals.cache import ProposalCache, normalise_params
-from proposals.selective_search import (ALGORITHM_VERSION, NEAR_DUPLICATE_IOU,
-                                        SelectiveSearchConfig, selective_search)
+from proposals.config import ProposalConfig, SelectiveSearchConfig
+from proposals.defaults import MULTIBOX_NMS, MULTIBOX_TOP
+from proposals.selective_search import ALGORITHM_VERSION, NEAR_DUPLICATE_IOU, selective_search
 
 SELECTIVE_SEARCH = "selective_search"
 COMBINED = "selective_search+multibox"
 MULTIBOX = "multibox"
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """How proposals are made (the ``proposals`` section of a training config)."""
-
-    selective_search: SelectiveSearchConfig = field(default_factory=SelectiveSearchConfig)
-    multibox: str | None = None    # a MultiBox checkpoint (tools/train.py, task: multibox); null: none
-    multibox_top: int = 200        # GoogLeNet's 200 boxes, after NMS
-    multibox_nms: float = 0.7      # IoU of the NMS among MultiBox boxes
-    selective_search_on: bool = True  # false: MultiBox boxes alone (for comparisons)
-
-    def __post_init__(self) -> None:
-        check_fields(self, multibox_top="size", multibox_nms="iou")
 
 
 @dataclass(frozen=True)
@@ -60,30 +46,38 @@ class MultiBoxSource:
 class Proposer:
     """Proposals of one image: ``proposer(image [H, W, 3] uint8) -> float32 [N, 4]`` in pixels.
 
-    ``multibox``: the MultiBox network to add boxes from (None: selective search alone). The
-    proposer is picklable (worker processes): the network itself stays out of the pickle.
-    ``config.multibox`` is the path a user gave, if any; nothing here depends on it.
+    ``selective_search``: its settings (None: MultiBox boxes alone); ``multibox``: the MultiBox
+    network to add its top ``multibox_top`` boxes from, after NMS at ``multibox_nms`` (None:
+    selective search alone). Picklable (worker processes): the network itself stays out of
+    the pickle. `build_proposer` makes one from a config's ``proposals`` section.
     """
 
-    config: ProposalConfig
+    selective_search: SelectiveSearchConfig | None = SelectiveSearchConfig()
     multibox: MultiBoxSource | None = None
+    multibox_top: int = MULTIBOX_TOP
+    multibox_nms: float = MULTIBOX_NMS
+
+    def __post_init__(self) -> None:
+        if self.selective_search is None and self.multibox is None:
+            raise DetectionError("proposals: selective_search_on is false and there is no "
+                                 "multibox checkpoint: no proposals at all; set one of them")
 
     @property
     def method(self) -> str:
         if self.multibox is None:
             return SELECTIVE_SEARCH
-        return COMBINED if self.config.selective_search_on else MULTIBOX
+        return COMBINED if self.selective_search is not None else MULTIBOX
 
     @property
     def params(self) -> dict:
         """The cache manifest's params: selective search's config as it always was, or both;
         the MultiBox network is named by its content digest, never by a path."""
-        ss = asdict(self.config.selective_search)
+        ss = asdict(self.selective_search) if self.selective_search is not None else None
         if self.multibox is None:
             return ss
-        multibox = {"network_sha256": self.multibox.digest, "top_n": self.config.multibox_top,
-                    "nms_iou": self.config.multibox_nms}
-        if not self.config.selective_search_on:
+        multibox = {"network_sha256": self.multibox.digest, "top_n": self.multibox_top,
+                    "nms_iou": self.multibox_nms}
+        if ss is None:
             return {"multibox": multibox}
         return {"selective_search": ss, "multibox": multibox}
 
@@ -92,14 +86,14 @@ class Proposer:
         return ALGORITHM_VERSION
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        ss = (selective_search(image, self.config.selective_search)
-              if self.config.selective_search_on else np.zeros((0, 4), np.float32))
+        ss = (selective_search(image, self.selective_search)
+              if self.selective_search is not None else np.zeros((0, 4), np.float32))
         if self.multibox is None:
             return ss
         from proposals.multibox import predict
 
-        boxes, _ = predict(multibox_model(self.multibox), image, top_n=self.config.multibox_top,
-                           nms_iou=self.config.multibox_nms)
+        boxes, _ = predict(multibox_model(self.multibox), image, top_n=self.multibox_top,
+                           nms_iou=self.multibox_nms)
         return merge_proposals(boxes.numpy(), ss)
 
 
@@ -107,14 +101,15 @@ def build_proposer(config: ProposalConfig) -> Proposer:
     """The proposer of ``config``. Its MultiBox checkpoint, if any, is read and checked here
     (a MultiBox checkpoint of a readable format whose weights fit its spec), so a wrong file is
     one error before any image."""
-    _check_settings(config, config.multibox is not None)
+    search = config.selective_search if config.selective_search_on else None
     if config.multibox is None:
-        return Proposer(config)
+        return Proposer(search)
     from proposals.checkpoint import load_checkpoint
     from proposals.multibox import CHECKPOINT_KIND, network_of
 
     payload = load_checkpoint(config.multibox, kind=CHECKPOINT_KIND)
-    return Proposer(config, _register(network_of(payload), config.multibox, embedded=False))
+    network = _register(network_of(payload), config.multibox, embedded=False)
+    return Proposer(search, network, config.multibox_top, config.multibox_nms)
 
 
 def proposer_for(method: str, params: dict, where: str,
@@ -139,7 +134,7 @@ def proposer_for(method: str, params: dict, where: str,
         raise DetectionError(f"{where}: unreadable {method} proposal parameters {params} ({e}); "
                              "pass a proposal cache with --proposals") from None
     if method == SELECTIVE_SEARCH:
-        return Proposer(config)
+        return Proposer(config.selective_search)
     if network is None:
         raise DetectionError(f"{where}: its {method} proposals need a MultiBox network that it "
                              "does not carry (an older checkpoint, which stored the network's "
@@ -148,8 +143,8 @@ def proposer_for(method: str, params: dict, where: str,
     if network.digest != params["multibox"].get("network_sha256"):
         raise DetectionError(f"{where}: the MultiBox network inside it is not the one its "
                              "proposal record names; the checkpoint is corrupt: retrain it")
-    _check_settings(config, True)
-    return Proposer(config, network)
+    return Proposer(config.selective_search if config.selective_search_on else None, network,
+                    config.multibox_top, config.multibox_nms)
 
 
 def embedded_multibox(path: str | os.PathLike, record: dict | None) -> MultiBoxSource | None:
@@ -250,9 +245,3 @@ def _register(network: dict, path: str | os.PathLike, embedded: bool) -> MultiBo
     digest = network_digest(network)
     _MODELS.setdefault(digest, model)
     return MultiBoxSource(os.path.abspath(path), embedded, digest)
-
-
-def _check_settings(config: ProposalConfig, has_multibox: bool) -> None:
-    if not has_multibox and not config.selective_search_on:
-        raise DetectionError("proposals: selective_search_on is false and there is no multibox "
-                             "checkpoint: no proposals at all; set one of them")

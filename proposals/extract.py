@@ -26,7 +26,8 @@ from eval.datasets.images import TruncatedImageWarning, list_image_files
 from eval.errors import DetectionError
 from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
-from proposals.combined import ProposalConfig, Proposer, build_proposer
+from proposals.combined import Proposer, build_proposer
+from proposals.config import ProposalConfig
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 
 from eval.errors import DetectionError
 from eval.recall import box_iou
+from proposals.config import SelectiveSearchConfig
 from proposals.grouping import Strategy, compact_labels, group, pixel_bins, region_features
 
 # The paper's similarity strategies: C = colour, T = texture, S = size, F = fill.
@@ -46,7 +47,7 @@ class _Diversification:
     strategies: tuple[Strategy, ...]
 
 
-MODES = {
+MODES: dict[str, _Diversification] = {  # keys: proposals.config.MODES
     # R-CNN's "fast" setting (IJCV 2013, table 5): 2 x 2 x 2 = 8 hierarchies.
     "fast": _Diversification(("hsv", "lab"), (50, 100), (CTSF, TSF)),
     # The paper's "quality" setting: 5 x 4 x 4 = 80 hierarchies.
@@ -67,44 +68,6 @@ _NMS_BLOCK = 256
 # A box's side must be at least this far below the limit to be dropped: float mapping back to
 # the original pixels may land a hair under an exact integer side.
 _SIDE_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class SelectiveSearchConfig:
-    """Selective search settings (plain values: `dataclasses.asdict` gives the cache's JSON).
-
-    ``mode``: "fast" (R-CNN) or "quality" (the paper's quality setting). ``superpixel_scale``
-    multiplies the graph segmentation's k and minimum region size (2.0 = GoogLeNet, 1.0 =
-    R-CNN). ``max_side``: segment a copy resized so that its longer side is at most this many
-    pixels (None: full size; boxes are always returned in the original pixels).
-    ``min_box_side``: drop boxes with a side shorter than this, in original pixels (capped at
-    the image's own side, so tiny images keep their full-image box). ``max_boxes``: keep the
-    top-ranked N (None: all). ``seed``: the ranking's pseudo-random factor.
-    """
-
-    mode: str = "fast"
-    superpixel_scale: float = 2.0
-    max_side: int | None = 500
-    min_box_side: float = 20.0
-    max_boxes: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise DetectionError(f"selective search mode {self.mode!r} is unknown; "
-                                 f"use one of {sorted(MODES)}")
-        if not self.superpixel_scale > 0:
-            raise DetectionError(f"superpixel_scale must be > 0, got {self.superpixel_scale}")
-        _check_optional_count("max_side", self.max_side)
-        _check_optional_count("max_boxes", self.max_boxes)
-        if not self.min_box_side >= 0:
-            raise DetectionError(f"min_box_side must be >= 0 pixels, got {self.min_box_side}")
-
-
-def _check_optional_count(name: str, value: object) -> None:
-    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if value is not None and not (integer and value >= 1):
-        raise DetectionError(f"{name} must be a positive integer or None, got {value!r}")
 
 
 def selective_search(image: np.ndarray,

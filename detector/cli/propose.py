@@ -25,14 +25,18 @@ from __future__ import annotations
 import argparse
 import math
 
+from dataclasses import asdict
+
 from detector.cli.common import run_main
 from eval.errors import DetectionError
+from proposals.config import MODES, ProposalConfig, SelectiveSearchConfig
 
-# The library's defaults (SelectiveSearchConfig, ProposalConfig; a test holds them equal),
-# written here so that --help needs neither OpenCV nor torch.
-SS_DEFAULTS = {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500, "min_box_side": 20.0,
-               "max_boxes": 0, "seed": 0}
-MB_DEFAULTS = {"multibox_top": 200, "multibox_nms": 0.7}
+# The flags' defaults are the library's (proposals.config, free of OpenCV and torch, so --help
+# needs neither); 0 stands for None (no limit) on the command line.
+SS_DEFAULTS = {key: 0 if value is None else value
+               for key, value in asdict(SelectiveSearchConfig()).items()}
+MB_DEFAULTS = {"multibox_top": ProposalConfig().multibox_top,
+               "multibox_nms": ProposalConfig().multibox_nms}
 # Flags that --config decides: refused with it, by name.
 _CONFIG_DECIDES = ("gt", "images", "classes", *SS_DEFAULTS, "multibox", *MB_DEFAULTS,
                    "no_selective_search")
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     s = p.add_argument_group("proposals (not with --config; default values shown apply "
                              "without it)")
-    s.add_argument("--mode", choices=("fast", "quality"),
+    s.add_argument("--mode", choices=MODES,
                    help=f"selective search diversification (R-CNN used fast) "
                         f"(default: {SS_DEFAULTS['mode']})")
     s.add_argument("--superpixel-scale", type=float,
@@ -195,11 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def proposal_config(args: argparse.Namespace):
-    """The `proposals.combined.ProposalConfig` of the proposal flags (checked, defaults
+    """The `proposals.config.ProposalConfig` of the proposal flags (checked, defaults
     filled by `check_arguments`)."""
-    from proposals.combined import ProposalConfig
-    from proposals.selective_search import SelectiveSearchConfig
-
     ss = SelectiveSearchConfig(mode=args.mode, superpixel_scale=args.superpixel_scale,
                                max_side=args.max_side or None, min_box_side=args.min_box_side,
                                max_boxes=args.max_boxes or None, seed=args.seed)
@@ -210,7 +211,6 @@ def proposal_config(args: argparse.Namespace):
 def read_config(args: argparse.Namespace):
     """(ProposalConfig, data section) of the training config ``--config`` with ``--set``."""
     from detector.training.config import TrainConfig, load_train_config
-    from proposals.combined import ProposalConfig
 
     config = load_train_config(args.config, args.set)
     if not isinstance(config, TrainConfig):

@@ -8,7 +8,8 @@ from corpus import EXPECTED, write_corpus
 
 from eval.datasets.images import TruncatedImageWarning, read_image
 from eval.errors import DetectionError
-from proposals.selective_search import SelectiveSearchConfig, selective_search
+from proposals.config import SelectiveSearchConfig
+from proposals.selective_search import selective_search
 
 
 @pytest.fixture(scope="module")

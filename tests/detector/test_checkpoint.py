@@ -17,7 +17,7 @@ from proposals.cache import ProposalCache
 from proposals.combined import (COMBINED, ProposalConfig, build_proposer, embedded_multibox,
                                 proposal_record, proposer_for)
 from proposals.multibox import MultiBox, network_digest, network_of, save_multibox
-from proposals.selective_search import SelectiveSearchConfig
+from proposals.config import SelectiveSearchConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

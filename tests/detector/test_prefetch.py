@@ -13,10 +13,10 @@ from PIL import Image
 from eval.errors import DetectionError
 from detector.pipeline import iter_inputs
 from detector.prefetch import prefetch_inputs
-from proposals.combined import ProposalConfig, Proposer
-from proposals.selective_search import SelectiveSearchConfig
+from proposals.combined import Proposer
+from proposals.config import SelectiveSearchConfig
 
-SMALL_SEARCH = Proposer(ProposalConfig(SelectiveSearchConfig(max_boxes=20, min_box_side=4)))
+SMALL_SEARCH = Proposer(SelectiveSearchConfig(max_boxes=20, min_box_side=4))
 
 
 @dataclass(frozen=True)

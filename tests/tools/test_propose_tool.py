@@ -144,19 +144,6 @@ def test_any_file_name_works_end_to_end(tmp_path, capsys):
     assert "2 already cached, 1 to compute" in capsys.readouterr().out
 
 
-def test_cli_defaults_are_the_librarys():
-    from detector.cli.propose import MB_DEFAULTS, SS_DEFAULTS
-    from proposals.combined import ProposalConfig
-    from proposals.selective_search import SelectiveSearchConfig
-
-    ss, config = SelectiveSearchConfig(), ProposalConfig()
-    assert SS_DEFAULTS == {"mode": ss.mode, "superpixel_scale": ss.superpixel_scale,
-                           "max_side": ss.max_side or 0, "min_box_side": ss.min_box_side,
-                           "max_boxes": ss.max_boxes or 0, "seed": ss.seed}
-    assert MB_DEFAULTS == {"multibox_top": config.multibox_top,
-                           "multibox_nms": config.multibox_nms}
-
-
 def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
@@ -184,7 +171,7 @@ def test_config_with_set_and_split(tmp_path, capsys):
 
 def test_propose_to_cache_is_the_commands_library(tmp_path):
     """The library call with its defaults fills the same cache as the command."""
-    from proposals.combined import ProposalConfig
+    from proposals.config import ProposalConfig
     from proposals.extract import folder_jobs, propose_to_cache
 
     write_images(tmp_path / "imgs", 2)
