@@ -30,7 +30,8 @@ from tqdm import tqdm
 from eval.datasets import Dataset, load_dataset, read_image
 from eval.recall import proposal_recall
 from proposals.combined import merge_proposals
-from proposals.multibox import load_multibox, predict
+from proposals.checkpoint import load_checkpoint
+from proposals.multibox import CHECKPOINT_KIND, multibox_from_payload, predict
 from proposals.config import SelectiveSearchConfig
 from proposals.selective_search import selective_search
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset: Dataset = load_dataset(str(spec["gt"]), images=str(spec["images"]),
                                     split=str(spec["split"]))
     records = dataset.images[:args.limit] if args.limit else dataset.images
-    model = load_multibox(args.multibox, "cpu")
+    model = multibox_from_payload(load_checkpoint(args.multibox, kind=CHECKPOINT_KIND),
+                                  args.multibox).eval()
     found: dict[str, list] = {}
     for record in tqdm(records, desc=args.set, unit="img"):
         for name, result in run_image(read_image(record.file_name), model).items():

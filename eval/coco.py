@@ -31,7 +31,6 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, 
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = (1, 10, 100)
 AREA_RANGES = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
-AREA_NAMES = ("all", "small", "medium", "large")
 
 # pycocotools caps the matching threshold just below 1 so that IoU == 1 still matches at 1.0.
 _MAX_MATCH_THRESHOLD = 1 - 1e-10

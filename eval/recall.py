@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.datasets import Dataset
+from eval.datasets import ImageRecord
 from eval.errors import DetectionError
 
 # Rounded so that the columns are the doubles nearest 0.5, 0.55, ..., 0.95 and
@@ -119,13 +119,15 @@ def proposal_recall(gt_boxes: Sequence[np.ndarray], proposals: Sequence[np.ndarr
         mean_proposals=mean_used, num_gt=best.shape[1], best_iou=best)
 
 
-def evaluate_proposals(dataset: Dataset, proposals: Sequence[np.ndarray],
+def evaluate_proposals(records: Sequence[ImageRecord], proposals: Sequence[np.ndarray],
                        counts: Sequence[int | None] = DEFAULT_COUNTS,
                        iou_thresholds: np.ndarray = AR_IOU_THRESHOLDS) -> RecallResult:
-    """`proposal_recall` against ``dataset``'s gt boxes; crowd boxes (COCO) are left out, as
-    they stand for many objects at once. ``proposals[i]`` belongs to ``dataset.images[i]``."""
+    """`proposal_recall` against the records' ground truth (a dataset's ``images``); crowd
+    boxes (COCO) are left out, as they stand for many objects at once. ``proposals[i]``
+    belongs to ``records[i]``. The propose command's summary and MultiBox training's
+    validation both measure recall this way."""
     gts = [np.asarray(im.boxes).reshape(-1, 4)[~np.asarray(im.iscrowd, bool).reshape(-1)]
-           for im in dataset.images]
+           for im in records]
     return proposal_recall(gts, proposals, counts, iou_thresholds)
 
 

@@ -3,7 +3,7 @@
 The devkit works on inclusive pixel coordinates: a box (x1, y1, x2, y2) covers the pixels x1..x2,
 so its width is x2 - x1 + 1. Our boxes are continuous (width = x2 - x1); the continuous box
 (x1, y1, x2, y2) is the inclusive box (x1, y1, x2 - 1, y2 - 1). `evaluate_voc` converts at the
-edge with `to_inclusive`; the cores (`inclusive_iou`, `match_voc`) take inclusive boxes, and the
+edge with `to_inclusive`; the cores (`paired_inclusive_iou`, `match_voc`) take inclusive boxes, and the
 +1 lives only in them. `eval/ilsvrc.py` reuses the helpers of this module.
 
 NumPy-only: the evaluation path never imports torch.
@@ -48,11 +48,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = Fals
 def to_inclusive(boxes: np.ndarray) -> np.ndarray:
     """Continuous xyxy [N, 4] (width = x2 - x1) -> the devkits' inclusive pixels, float64."""
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - np.array([0.0, 0.0, 1.0, 1.0])
-
-
-def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU float64 [N, M] of inclusive-pixel xyxy boxes a [N, 4] and b [M, 4]."""
-    return paired_inclusive_iou(a[:, None, :], b[None, :, :])
 
 
 def paired_inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -148,12 +148,6 @@ def save_multibox(path: str | os.PathLike, model: MultiBox, **extra) -> None:
     write_payload(path, {"kind": CHECKPOINT_KIND, **network_of_model(model), **extra})
 
 
-def load_multibox(path: str | os.PathLike, device: torch.device | str = "cpu") -> MultiBox:
-    """The MultiBox network of a checkpoint of `save_multibox`, in eval mode on ``device``."""
-    payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
-    return multibox_from_payload(payload, str(path)).to(device).eval()
-
-
 def network_of_model(model: MultiBox) -> dict:
     """What rebuilds ``model`` (on the CPU): ``{"model": spec dict, "priors": [K, 4],
     "state_dict": ...}``: a MultiBox checkpoint's network, and what a classifier checkpoint

@@ -27,7 +27,7 @@ from eval.errors import DetectionError
 from detector.training.run_files import write_checkpoint
 from detector.training.config import MultiBoxTrainConfig
 from detector.training.core import TrainingRun
-from eval.recall import proposal_recall
+from eval.recall import evaluate_proposals
 from proposals.multibox import MultiBox, predict, save_multibox
 from detector.training.multibox_loss import multibox_loss
 from detector.training.multibox_data import (MultiBoxBatches, collate_multibox,
@@ -143,6 +143,6 @@ def validate(config: MultiBoxTrainConfig, model: MultiBox, val: Dataset | None,
     model.eval()
     proposals = [predict(model, read_image(r.file_name), config.validation.top_n,
                          config.validation.nms_iou)[0].cpu().numpy() for r in val.images]
-    result = proposal_recall([r.boxes[~r.iscrowd] for r in val.images], proposals)
+    result = evaluate_proposals(val.images, proposals)
     return {"val_recall50": result.recall_at(0.5), "val_recall70": result.recall_at(0.7),
             "val_AR": float(result.average_recall[-1])}

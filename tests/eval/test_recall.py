@@ -130,7 +130,7 @@ def test_evaluate_proposals_skips_crowd_boxes() -> None:
                          labels=np.array([1, 1]), difficult=np.zeros(2, bool),
                          iscrowd=np.array([False, True]), areas=np.array([100.0, 1600.0]))
     dataset = Dataset(classes=("person",), images=(record,), category_ids=(1,))
-    result = evaluate_proposals(dataset, [np.array([[0.0, 0, 10, 10]])], counts=(None,))
+    result = evaluate_proposals(dataset.images, [np.array([[0.0, 0, 10, 10]])], counts=(None,))
     assert result.num_gt == 1 and result.recall_at(0.9) == 1.0
 
 

@@ -10,7 +10,7 @@ import pytest
 from eval.datasets import Dataset
 from eval.detections import Detections
 from eval.errors import DetectionError
-from eval.voc import (VOC07_RECALL_POINTS, evaluate_voc, inclusive_iou, match_voc,
+from eval.voc import (VOC07_RECALL_POINTS, evaluate_voc, match_voc, paired_inclusive_iou,
                       precision_recall, to_inclusive, voc_ap)
 from _builders import make_dataset, make_detections
 
@@ -65,6 +65,11 @@ def test_reference_vector_through_evaluate_voc() -> None:
 
 
 # --- IoU and AP by hand ---------------------------------------------------------------------
+
+def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU [N, M] of inclusive boxes a [N, 4] and b [M, 4], through the evaluator's core."""
+    return paired_inclusive_iou(a[:, None, :], b[None, :, :])
+
 
 def test_inclusive_iou_by_hand() -> None:
     # (0,0,1,1) and (1,1,2,2) are 2x2 pixel blocks sharing pixel (1,1): 1 / (4 + 4 - 1).

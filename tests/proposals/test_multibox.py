@@ -6,13 +6,19 @@ from torchvision.ops import box_iou
 
 from proposals.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from eval.errors import DetectionError
-from proposals.multibox import MultiBox, decode, encode, load_multibox, predict, save_multibox
+from proposals.multibox import (CHECKPOINT_KIND, MultiBox, decode, encode, multibox_from_payload,
+                               predict, save_multibox)
 from detector.training.multibox_data import MultiBoxBatches, crop_boxes, sample_training_boxes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PRIORS = torch.tensor([[x, y, x + w, y + h] for x in (0.0, 0.3, 0.6) for y in (0.0, 0.5)
                        for w, h in ((0.4, 0.5), (0.2, 0.3))])
+
+
+def load_multibox(path):
+    """A MultiBox checkpoint's network, read as the proposer reads it."""
+    return multibox_from_payload(load_checkpoint(path, kind=CHECKPOINT_KIND), str(path)).eval()
 
 
 def test_encode_decode_by_hand_and_inverse():

@@ -321,4 +321,4 @@ def test_real_photos_are_covered() -> None:
     for im, boxes in zip(images, proposals):
         assert_valid_boxes(boxes, im.height, im.width)
     subset = type(dataset)(dataset.classes, images, dataset.category_ids)
-    assert evaluate_proposals(subset, proposals, counts=(None,)).recall_at(0.5) >= 0.85
+    assert evaluate_proposals(subset.images, proposals, counts=(None,)).recall_at(0.5) >= 0.85

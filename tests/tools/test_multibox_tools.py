@@ -13,7 +13,8 @@ import torch
 from proposals.checkpoint import load_checkpoint
 from proposals.cache import ProposalCache
 from proposals.combined import COMBINED, MULTIBOX, merge_proposals
-from proposals.multibox import load_multibox, predict
+from proposals.checkpoint import load_checkpoint
+from proposals.multibox import multibox_from_payload, predict
 from detector.cli.detect import main as detect
 from detector.cli.propose import main as propose
 from detector.cli.train import main as train
@@ -70,7 +71,8 @@ def test_propose_with_multibox_puts_its_boxes_first(tiny, tmp_path):
     cache = ProposalCache.open(out)
     assert cache.method == COMBINED and cache.params["multibox"]["top_n"] == 5
     image = np.asarray(__import__("PIL.Image").Image.open(tiny / "im0.png").convert("RGB"))
-    mb_boxes = predict(load_multibox(mb), image, top_n=5)[0].numpy()
+    network = multibox_from_payload(load_checkpoint(mb, kind="multibox"), str(mb)).eval()
+    mb_boxes = predict(network, image, top_n=5)[0].numpy()
     expected = merge_proposals(mb_boxes, ProposalCache.open(tiny / "cache").load("im0"))
     assert np.array_equal(cache.load("im0"), expected)
     alone = tmp_path / "alone"
