@@ -31,6 +31,7 @@ from eval.datasets import Dataset, load_dataset, read_image
 from eval.recall import proposal_recall
 from proposals.combined import merge_proposals
 from proposals.checkpoint import load_checkpoint
+from proposals.defaults import MULTIBOX_TOP
 from proposals.multibox import CHECKPOINT_KIND, multibox_from_payload, predict
 from proposals.config import SelectiveSearchConfig
 from proposals.selective_search import selective_search
@@ -45,7 +46,6 @@ SETS = {
                     split=ROOT / "configs" / "splits" / "coco128_val.txt"),
 }
 GOAL_BOX_RATIO = 0.6  # (d) boxes / (a) boxes at most
-TOP_N = 200
 
 
 def opencv_fast(image: np.ndarray) -> np.ndarray:
@@ -70,7 +70,7 @@ def run_image(image: np.ndarray, model) -> dict[str, tuple[np.ndarray, float]]:
            "(c) ours x2": timed(selective_search, image, SelectiveSearchConfig())}
     ss, ss_seconds = out["(c) ours x2"]
     for nms in (0.7, 0.5):
-        (boxes, _), seconds = timed(predict, model, image, TOP_N, nms)
+        (boxes, _), seconds = timed(predict, model, image, MULTIBOX_TOP, nms)
         boxes = boxes.numpy()
         out[f"(d) x2 + multibox-200, nms {nms}"] = (merge_proposals(boxes, ss), ss_seconds + seconds)
         out[f"(e) multibox-200 alone, nms {nms}"] = (boxes, seconds)

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
-from proposals.networks import (AUX_PREFIXES, FEATURES, MIN_INPUT_SIZE, build_trunk,
+from proposals.defaults import INPUT_SIZE, MIN_INPUT_SIZE
+from proposals.networks import (AUX_PREFIXES, FEATURES, build_trunk,
                                 check_input_size, weights_state_dict)
 from eval.errors import DetectionError
 
@@ -34,7 +35,7 @@ class RegionClassifier(nn.Module):
             ImageNet classifier of :func:`imagenet_classifier` has none (``K`` outputs).
     """
 
-    def __init__(self, num_classes: int, input_size: int = 224, box_regression: bool = False,
+    def __init__(self, num_classes: int, input_size: int = INPUT_SIZE, box_regression: bool = False,
                  background: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
@@ -72,7 +73,7 @@ class RegionClassifier(nn.Module):
 
 
 def build_classifier(num_classes: int, weights: str | os.PathLike | None = "imagenet",
-                     box_regression: bool = False, input_size: int = 224) -> RegionClassifier:
+                     box_regression: bool = False, input_size: int = INPUT_SIZE) -> RegionClassifier:
     """A region classifier for K = ``num_classes`` classes plus background.
 
     Args:
@@ -91,7 +92,7 @@ def build_classifier(num_classes: int, weights: str | os.PathLike | None = "imag
     return model
 
 
-def imagenet_classifier(weights: str | os.PathLike = "imagenet", input_size: int = 224
+def imagenet_classifier(weights: str | os.PathLike = "imagenet", input_size: int = INPUT_SIZE
                         ) -> tuple[RegionClassifier, list[str]]:
     """torchvision's 1,000-class ImageNet GoogLeNet as a region classifier, and its class names.
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from eval.errors import DetectionError
+from proposals.defaults import CONTEXT_PAD, INPUT_SIZE
 from eval.inputs import open_input
 from eval.outputs import write_atomic
 
@@ -50,8 +51,8 @@ class ModelSpec:
     """What a network was built with: classes 1..K plus background, input size, context padding."""
 
     num_classes: int
-    input_size: int = 224
-    context_pad: int = 16
+    input_size: int = INPUT_SIZE
+    context_pad: int = CONTEXT_PAD
     box_regression: bool = False
 
 

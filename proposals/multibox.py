@@ -26,14 +26,13 @@ from torchvision.ops import nms
 from proposals import devices
 from proposals.checkpoint import load_checkpoint, write_payload
 from eval.errors import DetectionError
-from proposals.networks import FEATURES, MIN_INPUT_SIZE, build_trunk, standardize, unit_pixels
+from proposals.defaults import INPUT_SIZE, MIN_INPUT_SIZE, MULTIBOX_NMS, MULTIBOX_TOP
+from proposals.networks import FEATURES, build_trunk, standardize, unit_pixels
 
 CHECKPOINT_KIND = "multibox"
 # Proposals kept per image, and the NMS that comes first (GoogLeNet's detection entry added the
 # top 200 MultiBox boxes to selective search). At IoU 0.7 the kept boxes still include near
 # variants of one object, which helps recall at IoU 0.7; see BENCHMARKS.md for 0.5 vs 0.7.
-TOP_N = 200
-NMS_IOU = 0.7
 # Smallest box side kept, in pixels of the original image: below it a box is degenerate.
 MIN_SIDE = 1.0
 
@@ -43,7 +42,7 @@ class MultiBoxSpec:
     """What a MultiBox network was built with: K slots, input side S."""
 
     num_priors: int = 800       # the paper's K
-    input_size: int = 224
+    input_size: int = INPUT_SIZE
 
 
 class MultiBox(nn.Module):
@@ -54,7 +53,7 @@ class MultiBox(nn.Module):
         input_size: side S of the square network input (``MIN_INPUT_SIZE`` or more).
     """
 
-    def __init__(self, priors: Tensor, input_size: int = 224) -> None:
+    def __init__(self, priors: Tensor, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         check_priors(priors)
         if input_size < MIN_INPUT_SIZE:
@@ -114,8 +113,8 @@ def prepare_image(pixels: Tensor, input_size: int) -> Tensor:
 
 
 @torch.inference_mode()
-def predict(model: MultiBox, image: Tensor | np.ndarray, top_n: int | None = TOP_N,
-            nms_iou: float | None = NMS_IOU, autocast: torch.dtype | None = None
+def predict(model: MultiBox, image: Tensor | np.ndarray, top_n: int | None = MULTIBOX_TOP,
+            nms_iou: float | None = MULTIBOX_NMS, autocast: torch.dtype | None = None
             ) -> tuple[Tensor, Tensor]:
     """MultiBox proposals of one image: the ``top_n`` most confident boxes after NMS.
 

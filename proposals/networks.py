@@ -17,12 +17,10 @@ from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
 from eval.errors import DetectionError
 from proposals.checkpoint import check_format, read_torch_file
+from proposals.defaults import MIN_INPUT_SIZE
 
 FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
 
-# Smallest square input GoogLeNet accepts: its four ceil-mode max-pools halve 15 px down to 1 px;
-# at 14 px the last one gets 1 x 1 and has no output (found by trying sizes 8..64).
-MIN_INPUT_SIZE = 15
 
 # Keys of torchvision GoogLeNet state dicts that a region classifier does not use: the auxiliary
 # classifiers (only for ImageNet training) and, unless kept as the 1,000-class head, ``fc``.

@@ -33,9 +33,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from proposals.defaults import MULTIBOX_ALPHA
 from proposals.multibox import decode, encode
 
-ALPHA = 0.3  # the papers' weight of the location term
+ALPHA = MULTIBOX_ALPHA  # the papers' weight of the location term
 
 
 def match_bipartite(residuals: Tensor, logits: Tensor, priors: Tensor, gt_boxes: Tensor,

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision.models import GoogLeNet_Weights, googlenet
 
-from detector.classifier import (MIN_INPUT_SIZE, RegionClassifier, build_classifier,
+from proposals.defaults import MIN_INPUT_SIZE
+from detector.classifier import (RegionClassifier, build_classifier,
                                  imagenet_classifier)
 from eval.errors import DetectionError
 
