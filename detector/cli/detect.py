@@ -30,7 +30,7 @@ from detector.cli.common import (add_inference_arguments, check_cache_holds,
                                  check_inference_arguments, inference_options, report_failures,
                                  run_main)
 from eval.errors import DetectionError
-from eval.outputs import check_output_dir
+from eval.outputs import check_not_an_input, check_output_dir, check_output_file, identities
 from proposals.defaults import SHOW_THRESHOLD
 
 RESULTS_NAME = "detections.json"
@@ -89,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     check_arguments(args)
-    out = check_output_dir(args.out, "--out")
+    out = check_output_dir(args.out, "--out", [*args.inputs, args.proposals, *args.checkpoint])
     items, skipped = list_images(args.inputs)
-    targets = {path: annotated_path(out, path) for _, path in items}  # clashes refused now
+    sources = [path for _, path in items]
+    known = identities(sources)
+    targets = {path: annotated_path(out, path, known) for path in sources}  # clashes refused
+    check_output_file(out / RESULTS_NAME, "--out", sources)
     device = devices.pick_device(args.device)
     devices.join_process_group(device)
     detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
@@ -155,13 +158,12 @@ def list_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[st
     return items, skipped
 
 
-def annotated_path(out: Path, source: str) -> Path:
-    """``OUT/<stem>.jpg`` for JPEG inputs, ``OUT/<stem>.png`` otherwise; never the input itself."""
+def annotated_path(out: Path, source: str, inputs: dict) -> Path:
+    """``OUT/<stem>.jpg`` for JPEG inputs, ``OUT/<stem>.png`` otherwise; never an input image
+    (``--out`` the photos' own folder would replace them by their annotated copies)."""
     suffix = ".jpg" if Path(source).suffix.lower() in (".jpg", ".jpeg") else ".png"
     target = out / (Path(source).stem + suffix)
-    if target.resolve() == Path(source).resolve():
-        raise DetectionError(f"{source}: --out {out} would overwrite this input with its annotated "
-                             "copy; choose another --out folder")
+    check_not_an_input(target, "--out", inputs)
     return target
 
 

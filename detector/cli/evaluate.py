@@ -7,7 +7,6 @@ Torch-free, like the whole evaluation path.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from detector.cli.common import add_dataset_arguments, add_protocol_argument, run_main
@@ -85,38 +84,19 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def check_outputs(args: argparse.Namespace) -> list[Path]:
-    """--json and --plot checked before the work: writable files (folders created), not one
-    another, and not an input (writing there would destroy it); --plot's format writable."""
-    from eval.datasets.common import _shown
-    from eval.inputs import over_long_part
-
+    """--json and --plot checked before the work (`eval.outputs.check_output_file`): writable
+    files (folders created), not one another, and not an input of the command (writing there
+    would destroy it); --plot's format writable."""
+    inputs = [("--gt", args.gt), ("--detections", args.detections), ("--split", args.split),
+              ("--classes", args.classes), ("--blacklist", args.blacklist)]
     outputs = []
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is None:
             continue
-        long = over_long_part(path)  # first: Path.is_dir() raises on an over-long name
-        if long:
-            raise DetectionError(f"{flag} {_shown(str(path), 80)}: a name of "
-                                 f"{len(os.fsencode(long))} bytes, over the file system's 255; "
-                                 "choose a shorter one")
-        out = check_output_file(path, flag)
-        for other_flag, other in (("--gt", args.gt), ("--detections", args.detections),
-                                  ("--json", args.json if flag == "--plot" else None)):
-            if other is not None and _same_file(out, Path(other)):
-                raise DetectionError(f"{flag} {path}: is also {other_flag}; write the output "
-                                     "to another file")
+        outputs.append(check_output_file(path, flag, inputs))
+        inputs.append((flag, path))  # --plot must not be --json either
         if flag == "--plot":
             from eval.plot import plot_format
 
             plot_format(path)
-        outputs.append(out)
     return outputs
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file (also through links or relative paths)."""
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b) or (
-            os.path.abspath(a) == os.path.abspath(b))
-    except OSError:
-        return False

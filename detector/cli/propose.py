@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     if not out:
         raise DetectionError(f"{args.config}: data.proposals is empty; give --out CACHE_FOLDER "
                              "or set data.proposals in the config")
-    check_output_dir(out, "--out")
+    check_output_dir(out, "--out", [data.gt, data.images, data.classes, args.split, args.config])
     rank, world = devices.world()
     grouped = devices.join_process_group(required=False)
     dataset, jobs = list_jobs(data.gt, data.images, data.classes, args.split, rank)

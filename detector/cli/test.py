@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_inference_arguments(args)
     check_choices(args.checkpoint, stacked=args.stacked, compile=args.compile)
-    out = check_output_dir(args.out, "--out")
+    inputs = [args.gt, args.images, args.classes, args.blacklist, args.split, args.proposals,
+              *args.checkpoint]
+    out = check_output_dir(args.out, "--out", inputs)
     for name in (RESULTS_NAME, EVALUATION_NAME):
-        check_output_file(out / name, "--out")
+        check_output_file(out / name, "--out", inputs)
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
     device = devices.pick_device(args.device)

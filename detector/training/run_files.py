@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from pathlib import Path
+
+from eval.outputs import append_text
 
 
 def write_checkpoint(out: Path, save: Callable[..., None], **payload) -> None:
@@ -39,12 +42,12 @@ class MetricsLog:
         """Append one epoch's row (columns not in ``metrics`` stay empty)."""
         if not self.enabled:
             return
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({"epoch": epoch, **{k: f"{v:.6g}" for k, v in metrics.items()}})
+        row = io.StringIO()
+        writer = csv.DictWriter(row, fieldnames=self.columns, extrasaction="ignore")
+        if not self.path.exists():
+            writer.writeheader()
+        writer.writerow({"epoch": epoch, **{k: f"{v:.6g}" for k, v in metrics.items()}})
+        append_text(self.path, row.getvalue())
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, epoch)
