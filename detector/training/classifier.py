@@ -1,5 +1,8 @@
 """The classifier task of `detector.training.loop.train`: its dataset, cache, network and validation.
 
+`classifier_run` is where the training config stops: it reads the config's sections and hands
+plain values to everything it builds.
+
 Images whose proposals the cache records as failed (a damaged photo the propose command could
 not decode) are left out of training and validation, with their count and the cache's
 ``failed/`` folder printed at the start; an image neither cached nor failed stops the run before
@@ -19,8 +22,8 @@ from eval.datasets import Dataset, load_dataset
 from eval.errors import DetectionError
 from detector.evaluation import evaluate_model
 from detector.training.run_files import write_checkpoint
-from detector.training.config import TrainConfig
-from detector.training.core import RegionBatches, TrainingRun, collate, region_step
+from detector.training.config import DataConfig, TrainConfig
+from detector.training.core import RegionBatches, TrainingRun, collate, due, region_step
 from proposals.cache import ProposalCache
 from proposals.combined import check_cache_matches, proposal_record
 
@@ -39,10 +42,10 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
     # Read (and the MultiBox network checked) once, before any work: every checkpoint carries it.
     record = proposal_record(cache, config.proposals.multibox if config.proposals else None)
     dataset = usable_images(dataset, cache, data.proposals, "training")
-    val = validation_set(config, cache)
+    val = validation_set(data, cache) if config.solver.eval_every else None
     spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
                      config.model.box_regression)
-    model = build_model(config, spec, device)
+    model = build_model(spec, config.model.weights, config.model.init_seed, config.seed, device)
     batches = RegionBatches(list(dataset.images), cache, seed=config.seed,
                             images_per_batch=config.solver.images_per_batch,
                             regions_per_batch=config.solver.regions_per_batch,
@@ -57,8 +60,8 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
                          proposals=record, **state)
 
     return TrainingRun(model, batches, collate, step, save,
-                       lambda model, epoch: validate(config, model, spec, device, epoch, val,
-                                                     cache),
+                       lambda model, epoch: validate(model, spec, device, val, cache,
+                                                     due(epoch, config.solver)),
                        shown=("loss", "accuracy"),
                        columns=("loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP"))
 
@@ -96,33 +99,33 @@ def usable_images(dataset: Dataset, cache: ProposalCache, root: str, what: str,
     return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in failed))
 
 
-def build_model(config: TrainConfig, spec: ModelSpec, device: torch.device):
-    """The classifier network (same init for every seed)."""
-    torch.manual_seed(config.model.init_seed)
-    model = build_classifier(spec.num_classes, weights=config.model.weights,
+def build_model(spec: ModelSpec, weights: str | None, init_seed: int, seed: int,
+                device: torch.device):
+    """The classifier network: the same initialisation (``init_seed``) for every member, then
+    the member's own ``seed`` for dropout and the rest."""
+    torch.manual_seed(init_seed)
+    model = build_classifier(spec.num_classes, weights=weights,
                              box_regression=spec.box_regression,
                              input_size=spec.input_size).to(device)
-    torch.manual_seed(config.seed)  # dropout etc. follow the member's own seed
+    torch.manual_seed(seed)
     return model
 
 
-def validation_set(config: TrainConfig, cache: ProposalCache) -> Dataset | None:
-    """The validation split, read once and checked against the cache before training starts."""
-    if not config.solver.eval_every or not config.data.val_split:
+def validation_set(data: DataConfig, cache: ProposalCache) -> Dataset | None:
+    """The validation split of the ``data`` section (None without one), read once and checked
+    against the cache before training starts."""
+    if not data.val_split:
         return None
-    val = load_dataset(config.data.gt, images=config.data.images, classes=config.data.classes,
-                       split=config.data.val_split)
+    val = load_dataset(data.gt, images=data.images, classes=data.classes, split=data.val_split)
     # Kept whole: `evaluate_model` skips failed images and counts their objects as missed, as
     # the test command does, so the validation mAP is the number the test command reports.
-    usable_images(val, cache, config.data.proposals, "validation", drop=False)
+    usable_images(val, cache, data.proposals, "validation", drop=False)
     return val
 
 
-def validate(config: TrainConfig, model, spec: ModelSpec, device: torch.device, epoch: int,
-             val: Dataset | None, cache: ProposalCache) -> dict:
-    """VOC all-point mAP@0.5 on the validation split, every ``solver.eval_every`` epochs and
-    after the last one."""
-    every = config.solver.eval_every
-    if val is None or (epoch % every and epoch != config.solver.epochs):
+def validate(model, spec: ModelSpec, device: torch.device, val: Dataset | None,
+             cache: ProposalCache, now: bool) -> dict:
+    """VOC all-point mAP@0.5 on the validation split when ``now`` (see `due`)."""
+    if val is None or not now:
         return {}
     return {"val_mAP": evaluate_model([model], val, cache, spec, device, protocol="voc").mAP}

@@ -25,6 +25,7 @@ from eval.errors import DetectionError
 from detector.regions import warp_regions
 from proposals.devices import autocast
 from proposals.networks import standardize
+from detector.training.config import Solver
 from detector.training.sampling import label_regions, sample_regions, with_ground_truth
 from proposals.cache import ProposalCache
 
@@ -245,6 +246,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         if on_step is not None:
             on_step(index, parts)
     return {key: value / max(steps, 1) for key, value in totals.items()}
+
+
+def due(epoch: int, solver: Solver) -> bool:
+    """Whether validation runs after ``epoch`` (1-based): every ``solver.eval_every`` epochs
+    and after the last one."""
+    return bool(solver.eval_every) and (epoch % solver.eval_every == 0
+                                        or epoch == solver.epochs)
 
 
 def capture_rng() -> dict:

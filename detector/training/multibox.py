@@ -25,8 +25,8 @@ from proposals.networks import load_trunk_weights
 from eval.datasets import Dataset, load_dataset, read_image
 from eval.errors import DetectionError
 from detector.training.run_files import write_checkpoint
-from detector.training.config import MultiBoxTrainConfig
-from detector.training.core import TrainingRun
+from detector.training.config import MultiBoxDataConfig, MultiBoxTrainConfig, MultiBoxValidation
+from detector.training.core import TrainingRun, due
 from eval.recall import evaluate_proposals
 from proposals.multibox import MultiBox, predict, save_multibox
 from detector.training.multibox_loss import multibox_loss
@@ -48,12 +48,14 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
     dataset = decodable_images(load_dataset(data.gt, images=data.images, classes=data.classes,
                                             split=data.train_split), "training")
     records = list(dataset.images)
-    check_batch_sizes(len(records), config)
-    val = validation_set(config)
+    check_batch_sizes(len(records), config.solver.images_per_batch, config.model.input_size)
+    val = validation_set(data) if config.solver.eval_every else None
     if resumed is not None:
         priors = torch.as_tensor(resumed["priors"])
     else:
-        priors = torch.from_numpy(make_priors(records, config))
+        priors = torch.from_numpy(make_priors(
+            records, config.model.num_priors, config.model.prior_samples, seed=config.seed,
+            crop=config.augment.crop, flip=config.augment.flip))
     torch.manual_seed(config.model.init_seed)
     model = MultiBox(priors, config.model.input_size)
     if config.model.weights is not None and resumed is None:
@@ -69,21 +71,21 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
     return TrainingRun(model, batches, collate_multibox, step,
                        lambda model, state: write_checkpoint(Path(config.output), save_multibox,
                                                              model=model, **state),
-                       lambda model, epoch: validate(config, model, val, epoch),
+                       lambda model, epoch: validate(model, val, config.validation,
+                                                     due(epoch, config.solver)),
                        shown=("loss", "matched_iou"),
                        columns=("loss", "loss_loc", "loss_conf", "matched_iou", "lr",
                                 "val_recall50", "val_recall70", "val_AR"))
 
 
-def check_batch_sizes(count: int, config: MultiBoxTrainConfig) -> None:
+def check_batch_sizes(count: int, per_batch: int, input_size: int) -> None:
     """Refuse, before any work, a run whose epochs would have a batch of one image at an input
     size where batch norm cannot train on one (it would stop at the end of the first epoch)."""
-    per_batch = config.solver.images_per_batch
-    if config.model.input_size >= ONE_IMAGE_MIN_SIZE or (per_batch > 1 and count % per_batch != 1):
+    if input_size >= ONE_IMAGE_MIN_SIZE or (per_batch > 1 and count % per_batch != 1):
         return
     raise DetectionError(f"{count} training images in batches of solver.images_per_batch="
                          f"{per_batch} leave a batch of 1 image, which batch norm cannot train "
-                         f"on at model.input_size {config.model.input_size} (< "
+                         f"on at model.input_size {input_size} (< "
                          f"{ONE_IMAGE_MIN_SIZE}); change solver.images_per_batch or raise "
                          "model.input_size")
 
@@ -106,12 +108,12 @@ def decodable_images(dataset: Dataset, what: str) -> Dataset:
     return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in reasons))
 
 
-def make_priors(records: list, config: MultiBoxTrainConfig) -> np.ndarray:
-    """k-means priors of boxes sampled as training shows them; prints how well they cover."""
-    k = config.model.num_priors
-    boxes = sample_training_boxes(records, k * config.model.prior_samples, seed=config.seed,
-                                  crop=config.augment.crop, flip=config.augment.flip)
-    priors = cluster_priors(boxes, k, seed=config.seed)
+def make_priors(records: list, k: int, samples_per_prior: int, *, seed: int, crop: bool,
+                flip: bool) -> np.ndarray:
+    """``k`` k-means priors of ``k * samples_per_prior`` boxes sampled as training shows them
+    (``crop``, ``flip``); prints how well they cover."""
+    boxes = sample_training_boxes(records, k * samples_per_prior, seed=seed, crop=crop, flip=flip)
+    priors = cluster_priors(boxes, k, seed=seed)
     print(f"{k} priors from {len(boxes)} sampled training boxes: mean best IoU "
           f"{mean_best_iou(boxes, priors):.3f}")
     return priors
@@ -126,23 +128,24 @@ def multibox_step(model: torch.nn.Module, batch, *, priors: torch.Tensor, device
     return multibox_loss(residuals, logits, priors, boxes, alpha, matching)
 
 
-def validation_set(config: MultiBoxTrainConfig) -> Dataset | None:
-    """The validation split (decodable images only), read before training starts."""
-    if not config.solver.eval_every or not config.data.val_split:
+def validation_set(data: MultiBoxDataConfig) -> Dataset | None:
+    """The validation split of the ``data`` section (decodable images only; None without
+    one), read before training starts."""
+    if not data.val_split:
         return None
-    return decodable_images(load_dataset(config.data.gt, images=config.data.images,
-                                         classes=config.data.classes,
-                                         split=config.data.val_split), "validation")
+    return decodable_images(load_dataset(data.gt, images=data.images, classes=data.classes,
+                                         split=data.val_split), "validation")
 
 
-def validate(config: MultiBoxTrainConfig, model: MultiBox, val: Dataset | None,
-             epoch: int) -> dict:
-    """Recall at IoU 0.5 / 0.7 and average recall of the top-N boxes on the validation split."""
-    if val is None or (epoch % config.solver.eval_every and epoch != config.solver.epochs):
+def validate(model: MultiBox, val: Dataset | None, boxes: MultiBoxValidation,
+             now: bool) -> dict:
+    """Recall at IoU 0.5 / 0.7 and average recall of the top ``boxes.top_n`` boxes (after NMS
+    at ``boxes.nms_iou``) on the validation split, when ``now`` (see `due`)."""
+    if val is None or not now:
         return {}
     model.eval()
-    proposals = [predict(model, read_image(r.file_name), config.validation.top_n,
-                         config.validation.nms_iou)[0].cpu().numpy() for r in val.images]
+    proposals = [predict(model, read_image(r.file_name), boxes.top_n,
+                         boxes.nms_iou)[0].cpu().numpy() for r in val.images]
     result = evaluate_proposals(val.images, proposals)
     return {"val_recall50": result.recall_at(0.5), "val_recall70": result.recall_at(0.7),
             "val_AR": float(result.average_recall[-1])}

@@ -259,3 +259,11 @@ def test_gather_in_order_across_two_gloo_processes(tmp_path, monkeypatch):
     assert ranks[0]["mine"] == [0, 2, 4, 6] and ranks[1]["mine"] == [1, 3, 5]
     assert ranks[0]["result"] == [f"IMAGE{i}" for i in range(7)]
     assert ranks[1]["result"] is None
+
+
+def test_validation_is_due_every_n_epochs_and_after_the_last():
+    from detector.training.config import Solver
+    from detector.training.core import due
+
+    assert [e for e in range(1, 6) if due(e, Solver(epochs=5, eval_every=2, steps=()))] == [2, 4, 5]
+    assert not any(due(e, Solver(epochs=5, eval_every=0, steps=())) for e in range(1, 6))
