@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.boxes import xywh_to_xyxy, xyxy_to_xywh
 from eval.errors import DetectionError
 from eval.inputs import is_number, parse_json, read_text
 
@@ -33,8 +34,7 @@ class Detections:
     @property
     def boxes(self) -> np.ndarray:
         """float64 [N, 4] ``(x1, y1, x2, y2)`` with x2 = x + w, as pycocotools computes it."""
-        x, y, w, h = self.bbox.T
-        return np.stack([x, y, x + w, y + h], axis=1)
+        return xywh_to_xyxy(self.bbox)
 
 
 def load_results(source: str | os.PathLike | list, image_ids: Sequence, category_ids: Sequence[int],
@@ -195,8 +195,7 @@ def to_results(image_id: int | str, category_ids: Sequence[int], boxes, scores, 
     id. Entries are ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with plain
     Python floats, in the order given.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    xywh = xyxy_to_xywh(boxes)
     ids = np.asarray(category_ids, dtype=np.int64)[np.asarray(labels, dtype=np.int64) - 1]
     return [{"image_id": image_id, "category_id": int(c), "bbox": [float(v) for v in box],
              "score": float(s)}

@@ -16,6 +16,7 @@ from eval.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset
                            subset_coco_instances)
 from eval.inputs import check_input_names
 from eval.datasets.ilsvrc import _is_class_map
+from eval.boxes import xyxy_to_xywh
 from eval.errors import DetectionError
 from eval import coco
 from eval.detections import Detections, load_results, restrict_detections
@@ -190,12 +191,10 @@ def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
     neither a true nor a false positive, and none is missed."""
     images = [np.full(len(r.labels), i) for i, r in enumerate(dataset.images)]
     boxes = np.concatenate([r.boxes for r in dataset.images] + [np.zeros((0, 4), np.float32)])
-    boxes = boxes.astype(np.float64)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     return coco.CocoBoxes(
         image=np.concatenate(images + [np.zeros(0, np.int64)]).astype(np.int64),
         label=np.concatenate([r.labels for r in dataset.images] + [np.zeros(0, np.int64)]) - 1,
-        bbox=xywh,
+        bbox=xyxy_to_xywh(boxes),
         area=np.concatenate([r.areas for r in dataset.images] + [np.zeros(0)]).astype(np.float64),
         iscrowd=np.concatenate([r.iscrowd | r.difficult for r in dataset.images]
                                + [np.zeros(0, bool)]),

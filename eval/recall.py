@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.boxes import as_boxes, box_iou
 from eval.datasets import ImageRecord
 from eval.errors import DetectionError
 
@@ -23,34 +24,6 @@ AR_IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 DEFAULT_COUNTS: tuple[int | None, ...] = (1, 10, 100, 300, 1000, 2000, None)  # None: all
 # Proposals are scored against the gts this many at a time: 4096 x G float64 at most in memory.
 _CHUNK = 4096
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU float64 [N, M] of continuous xyxy boxes a [N, 4] and b [M, 4] (area = w * h).
-
-    As torchvision.ops.box_iou, except that a pair with zero union (two empty boxes) gets 0,
-    not NaN.
-    """
-    a, b = as_boxes(a, "a"), as_boxes(b, "b")
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
-    """``boxes`` as float64 [N, 4]; an empty array of any shape is [0, 4]."""
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.size == 0:
-        return array.reshape(0, 4)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise DetectionError(f"{what}: boxes must have shape [N, 4] (x1, y1, x2, y2), "
-                             f"got {list(array.shape)}")
-    return array
 
 
 @dataclass(frozen=True, eq=False)

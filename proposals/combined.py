@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from eval.errors import DetectionError
-from eval.recall import box_iou
+from eval.boxes import box_iou
 from proposals.cache import ProposalCache, normalise_params
 from proposals.config import ProposalConfig, SelectiveSearchConfig
 from proposals.defaults import MULTIBOX_NMS, MULTIBOX_TOP

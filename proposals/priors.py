@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from eval.errors import DetectionError
-from eval.recall import box_iou
+from eval.boxes import box_iou
 
 # Assignment is done in blocks of boxes so that the [block, K] IoU matrix stays small
 # (4096 x 800 float64 is 26 MB).

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from eval.errors import DetectionError
-from eval.recall import box_iou
+from eval.boxes import box_iou
 from proposals.config import SelectiveSearchConfig
 from proposals.grouping import Strategy, compact_labels, group, pixel_bins, region_features
 

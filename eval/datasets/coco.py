@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.boxes import xywh_to_xyxy
 from eval.datasets.common import (Dataset, PathLike, _is_int, _read_split, _record, _shown,
                                   _strip_ext, _Tally, read_class_list)
 from eval.errors import DetectionError
@@ -176,10 +177,9 @@ def coco_dataset(inst: CocoInstances, image_root: PathLike | None = None) -> Dat
     clipping are dropped (both counted in one warning). ``image_id`` is the COCO id, labels follow
     the sorted category ids, ``areas`` are COCO's ``area`` (what small/medium/large use).
     """
-    x, y, w, h = inst.ann_bbox.T
     sizes = np.stack([inst.widths, inst.heights], axis=1)[inst.ann_image]
     tally = _Tally()
-    boxes, keep = tally.clip(np.stack([x, y, x + w, y + h], axis=1), sizes)
+    boxes, keep = tally.clip(xywh_to_xyxy(inst.ann_bbox), sizes)
     tally.warn(inst.source)
     order = np.argsort(inst.ann_image, kind="stable")  # grouped by image, file order within
     order = order[keep[order]]

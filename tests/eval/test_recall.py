@@ -7,7 +7,8 @@ import pytest
 import eval.recall as recall_module
 from eval.datasets import Dataset, ImageRecord
 from eval.errors import DetectionError
-from eval.recall import AR_IOU_THRESHOLDS, box_iou, evaluate_proposals, proposal_recall
+from eval.boxes import box_iou
+from eval.recall import AR_IOU_THRESHOLDS, evaluate_proposals, proposal_recall
 
 
 def brute_iou(a, b) -> float:

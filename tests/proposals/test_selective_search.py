@@ -17,7 +17,7 @@ import pytest
 
 from eval.errors import DetectionError
 from proposals.grouping import Regions, Strategy, group
-from eval.recall import box_iou
+from eval.boxes import box_iou
 from proposals.selective_search import (
                                         NEAR_DUPLICATE_IOU, SelectiveSearchConfig, _drop_near_duplicates, selective_search,
                                         )
