@@ -40,7 +40,7 @@ from proposals import devices
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
 from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
-from proposals.networks import normalize_image
+from proposals.networks import channels_first, normalize_image
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -202,7 +202,8 @@ class Detector:
                 image_id: int | str | None, path: str | None) -> DetectionResult:
         """The detection path on one image and its proposals: warp every proposal with its
         context, classify it with every member, average their softmax, per-class NMS, top-k."""
-        pixels = normalize_image(_on_device(image, self.device))  # ImageNet mean = 0 = warp fill
+        # Copied to the device as uint8 (4x less than float); ImageNet mean = 0 = warp fill.
+        pixels = normalize_image(channels_first(image).to(self.device))
         boxes = torch.as_tensor(proposals, dtype=torch.float32).to(self.device)
         probs, deltas = classify_regions(
             pixels, boxes, self.members, input_size=self.spec.input_size,
@@ -235,18 +236,6 @@ class Detector:
     def describe(self) -> str:
         """E.g. ``"2 network(s) on cpu: fp32"``."""
         return f"{len(self.members)} network(s) on {self.device}: {self.path.describe()}"
-
-
-def _on_device(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """An RGB uint8 image as a ``[3, H, W]`` tensor on ``device`` (copied there as uint8, 4x
-    less than float; a read-only array, e.g. np.asarray of a PIL image, is copied first)."""
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
-                                 "(convert grayscale or RGBA images to RGB first)")
-        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
-        image = torch.from_numpy(image).permute(2, 0, 1)
-    return image.to(device)
 
 
 def load_model(checkpoints: list[str | os.PathLike], device: torch.device,

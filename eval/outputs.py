@@ -39,12 +39,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, durable: bool = Fal
     ``durable`` the data is flushed to disk before the rename (survives a power cut, costs a
     sync per file). A name longer than `eval.inputs.NAME_MAX` bytes is refused with a DetectionError.
     """
-    path = Path(path)
-    check_name(path)
-    try:
-        fd, tmp = _open_temp(path)
-    except OSError as e:
-        raise write_error(path, e) from None
+    path, fd, tmp = _temp_beside(path)
     try:
         _write_all(fd, data, durable, _existing_mode(path))
         os.replace(tmp, path)
@@ -86,12 +81,7 @@ def create_exclusive(path: str | os.PathLike, data: bytes | str) -> bool:
     to ``path`` (a link never replaces an existing file). On a file system without hard links
     the file is created with O_EXCL and then written (exclusive, but briefly partial).
     """
-    path = Path(path)
-    check_name(path)
-    try:
-        fd, tmp = _open_temp(path)
-    except OSError as e:
-        raise write_error(path, e) from None
+    path, fd, tmp = _temp_beside(path)
     try:
         _write_all(fd, data, durable=False, mode=None)
         try:
@@ -105,6 +95,18 @@ def create_exclusive(path: str | os.PathLike, data: bytes | str) -> bool:
         raise write_error(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temp_beside(path: str | os.PathLike) -> tuple[Path, int, Path]:
+    """(``path`` as a Path, fd, name) of a new temporary file beside ``path``, whose name is
+    checked first; failing to create it is `write_error`."""
+    path = Path(path)
+    check_name(path)
+    try:
+        fd, tmp = _open_temp(path)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path, fd, tmp
 
 
 def _open_temp(path: Path) -> tuple[int, Path]:

@@ -50,15 +50,22 @@ def standardize(pixels: Tensor) -> Tensor:
     return (pixels - mean) / std
 
 
+def channels_first(image: Tensor | np.ndarray) -> Tensor:
+    """An ``ndarray[H, W, 3]`` RGB image as a ``Tensor[3, H, W]`` of the same dtype, sharing
+    its memory where it can (a tensor is returned as it is)."""
+    if not isinstance(image, np.ndarray):
+        return image
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
+                             "(convert grayscale or RGBA images to RGB first)")
+    # A read-only array (e.g. np.asarray of a PIL image) is copied: torch wants writable memory.
+    image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
+    return torch.from_numpy(image).permute(2, 0, 1)
+
+
 def unit_pixels(image: Tensor | np.ndarray) -> Tensor:
     """uint8 RGB ``Tensor[3, H, W]`` or ``ndarray[H, W, 3]`` -> float32 ``[3, H, W]`` in [0, 1]."""
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DetectionError(f"image array has shape {image.shape}; expected [H, W, 3] RGB "
-                                 "(convert grayscale or RGBA images to RGB first)")
-        # A read-only array (e.g. np.asarray of a PIL image) is copied: torch wants writable memory.
-        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
-        image = torch.from_numpy(image).permute(2, 0, 1)
+    image = channels_first(image)
     if image.ndim != 3 or image.shape[0] != 3:
         raise DetectionError(f"image tensor has shape {tuple(image.shape)}; expected [3, H, W] RGB "
                              "(permute an [H, W, 3] tensor with .permute(2, 0, 1))")

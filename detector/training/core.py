@@ -48,7 +48,28 @@ class ImageSample:
     photometric: torch.Tensor  # float32 [3]: brightness, contrast, saturation factors
 
 
-class RegionBatches(torch.utils.data.Dataset):
+class EpochBatches(torch.utils.data.Dataset):
+    """What both tasks' batches share: item i of an epoch is batch i of ``images_per_batch``
+    records, visited in a seeded order per epoch (`epoch_batches`); under DDP rank r takes
+    batches r, r + world, ... . Subclasses build a batch in ``__getitem__``."""
+
+    def __init__(self, records: list[ImageRecord], seed: int, images_per_batch: int,
+                 rank: int, world: int) -> None:
+        self.records, self.seed, self.images_per_batch = records, seed, images_per_batch
+        self.rank, self.world = rank, world
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the image order of ``epoch`` (call before iterating a new loader)."""
+        self.epoch = epoch
+        self.batches = epoch_batches(len(self.records), self.images_per_batch,
+                                     seeded_generator(self.seed, epoch, -1), self.rank, self.world)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class RegionBatches(EpochBatches):
     """Batches of regions for one epoch: item i is batch i, a list of `ImageSample`.
 
     Each epoch visits every image once in a seeded order, ``images_per_batch`` images per
@@ -61,22 +82,11 @@ class RegionBatches(torch.utils.data.Dataset):
                  flip: bool = True, photometric: bool = True, rank: int = 0, world: int = 1):
         if regions_per_batch % images_per_batch:
             raise ValueError("regions_per_batch must be a multiple of images_per_batch")
-        self.records, self.cache, self.seed = records, cache, seed
-        self.images_per_batch = images_per_batch
+        self.cache = cache
         self.regions_per_image = regions_per_batch // images_per_batch
         self.fg_per_image = round(self.regions_per_image * fg_fraction)
         self.flip, self.photometric = flip, photometric
-        self.rank, self.world = rank, world
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Fix the image order of ``epoch`` (call before iterating a new loader)."""
-        self.epoch = epoch
-        self.batches = epoch_batches(len(self.records), self.images_per_batch,
-                                     seeded_generator(self.seed, epoch, -1), self.rank, self.world)
-
-    def __len__(self) -> int:
-        return len(self.batches)
+        super().__init__(records, seed, images_per_batch, rank, world)
 
     def __getitem__(self, index: int) -> list[ImageSample]:
         generator = seeded_generator(self.seed, self.epoch, index)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from eval.datasets import ImageRecord, read_image
-from detector.training.core import (PHOTOMETRIC_RANGE, distort, epoch_batches, flip_boxes,
+from detector.training.core import (PHOTOMETRIC_RANGE, EpochBatches, distort, flip_boxes,
                                     seeded_generator)
 from proposals.multibox import prepare_image
 
@@ -48,7 +48,7 @@ def crop_boxes(boxes: Tensor, crop: tuple[float, ...]) -> Tensor:
     return (clipped[keep] - torch.tensor([x1, y1, x1, y1], dtype=torch.float32)) / scale
 
 
-class MultiBoxBatches(torch.utils.data.Dataset):
+class MultiBoxBatches(EpochBatches):
     """Item i of an epoch: ``(inputs [B, 3, S, S], [gt boxes [G_b, 4] normalised])`` for batch i.
 
     Each epoch visits every image once in a seeded order; under DDP, rank r takes batches
@@ -58,19 +58,9 @@ class MultiBoxBatches(torch.utils.data.Dataset):
     def __init__(self, records: list[ImageRecord], *, seed: int, input_size: int,
                  images_per_batch: int = 8, crop: bool = True, flip: bool = True,
                  photometric: bool = True, rank: int = 0, world: int = 1):
-        self.records, self.seed, self.input_size = records, seed, input_size
-        self.images_per_batch = images_per_batch
+        self.input_size = input_size
         self.crop, self.flip, self.photometric = crop, flip, photometric
-        self.rank, self.world = rank, world
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.batches = epoch_batches(len(self.records), self.images_per_batch,
-                                     seeded_generator(self.seed, epoch, -1), self.rank, self.world)
-
-    def __len__(self) -> int:
-        return len(self.batches)
+        super().__init__(records, seed, images_per_batch, rank, world)
 
     def __getitem__(self, index: int) -> tuple[Tensor, list[Tensor]]:
         generator = seeded_generator(self.seed, self.epoch, index)
