@@ -1,4 +1,4 @@
-"""Benchmark: eval.evaluate_coco against pycocotools on a generated COCO-sized case.
+"""Benchmark: eval.evaluate.evaluate_coco_instances against pycocotools on a generated COCO-sized case.
 
     python benchmarks/bench_eval.py                 # 2,000 images, 80 classes, 150,000 detections
     python benchmarks/bench_eval.py --images 200 --detections 15000   # quick
@@ -77,11 +77,12 @@ def run_pycocotools(gt: dict, results: list) -> tuple[list[float], float]:
 
 
 def run_ours(gt: dict, results: list) -> tuple[list[float], float]:
-    from eval import evaluate_coco
+    from eval.datasets import load_coco_instances
+    from eval.evaluate import evaluate_coco_instances
 
     start = time.perf_counter()
-    out = evaluate_coco(gt, results)
-    return out["stats"], time.perf_counter() - start
+    out = evaluate_coco_instances(load_coco_instances(gt), results)
+    return out.stats, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:

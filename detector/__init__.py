@@ -1,18 +1,29 @@
-"""The detector: dataset readers, region warping, classifiers, training and inference.
+"""The detector: the region classifier ensemble, per-class NMS, training, and the commands.
 
-``from detector import Detector`` is the entry point for detection (`detector.api`). This file
-stays free of heavy imports: `eval.datasets` and `eval.errors` serve the evaluation
-path, which must not import torch, so `Detector` is imported on first use (module
-``__getattr__``).
+    from detector import Detector
+    detector = Detector.load(["runs/a/last.pt"], device="auto")
+    result = detector("photo.jpg")          # boxes, scores, labels
+
+The names below are imported on first use (module ``__getattr__``): the commands' modules
+(`detector.cli`) sit in this package and must answer ``--help``, and say which extra to install,
+without torch.
 """
 from __future__ import annotations
 
-__all__ = ["Detector", "DetectionResult"]
+import importlib
+
+# The public face: name -> the module that defines it.
+_PUBLIC = {
+    "Detector": "detector.api",
+    "DetectionResult": "detector.api",
+    "PostProcess": "detector.postprocess",
+    "train": "detector.training.loop",
+    "load_train_config": "detector.training.config",
+}
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from detector import api
-
-        return getattr(api, name)
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'detector' has no attribute {name!r}")

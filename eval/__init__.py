@@ -1,11 +1,19 @@
-"""Evaluation: COCO, PASCAL VOC and ILSVRC DET protocols, each as its official devkit, and
-proposal recall. NumPy only: importing this package never imports torch.
+"""Evaluation, the torch-free ground of the toolkit: COCO, PASCAL VOC and ILSVRC DET protocols,
+each as its official devkit, proposal recall, and the readers, box maths and file doors the
+other packages stand on. NumPy only: importing this package never imports torch.
 
-`evaluate_files` is the one entry point from files; `format_table` prints its result.
+    from eval import evaluate_files, format_table
+    print(format_table(evaluate_files("instances_val.json", "detections.json")))
+
+`evaluate_files` is the one entry point from files; `evaluate` takes a `Dataset` and
+`Detections` in memory; `proposal_recall` / `evaluate_proposals` measure proposals.
 """
-from eval.evaluate import (PROTOCOLS, evaluate, evaluate_coco, evaluate_coco_instances,
-                           evaluate_files, guess_protocol)
+from eval.datasets import Dataset, load_dataset
+from eval.errors import DetectionError
+from eval.evaluate import PROTOCOLS, evaluate, evaluate_files
+from eval.recall import evaluate_proposals, proposal_recall
 from eval.results import EvalResult, format_table
 
-__all__ = ["PROTOCOLS", "EvalResult", "evaluate", "evaluate_coco", "evaluate_coco_instances",
-           "evaluate_files", "format_table", "guess_protocol"]
+__all__ = ["PROTOCOLS", "Dataset", "DetectionError", "EvalResult", "evaluate",
+           "evaluate_files", "evaluate_proposals", "format_table", "load_dataset",
+           "proposal_recall"]

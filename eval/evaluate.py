@@ -138,18 +138,10 @@ def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str
                                                   for r in dataset.images)), dets, protocol)
 
 
-def evaluate_coco(gt: str | os.PathLike | dict, detections: str | os.PathLike | list) -> dict:
-    """COCO bbox evaluation of a results list (or file) against a COCO instances dict (or file).
-
-    Returns ``{"protocol": "coco", "mAP": AP@[.5:.95], "per_class": {name: AP or None},
-    "stats": [12 numbers of COCOeval.summarize]}``, the form `tools/evaluate.py --json` writes.
-    Ground truth is used exactly as pycocotools reads it (float64 ``xywh``, annotation areas).
-    """
-    return evaluate_coco_instances(load_coco_instances(gt), detections).to_json()
-
-
 def evaluate_coco_instances(instances: CocoInstances, detections) -> EvalResult:
-    """`evaluate_coco` on parsed ground truth, returning the full `EvalResult` (with curves)."""
+    """COCO bbox evaluation of a results list (or file) against parsed COCO instances
+    (`eval.datasets.load_coco_instances` of a file or a dict), used exactly as pycocotools reads
+    them (float64 ``xywh``, annotation areas): the `EvalResult` with its 12 ``stats``."""
     dets = load_results(detections, instances.image_ids, instances.category_ids,
                         instances.category_names)
     return _coco_instances_result(instances, dets)

@@ -113,3 +113,14 @@ def test_without_torch_help_still_works():
         out = subprocess.run([sys.executable, "-c", _BLOCKED % command, "--help"], cwd=REPO,
                              capture_output=True, text=True)
         assert out.returncode == 0 and "usage:" in out.stdout, (command, out.stderr)
+
+
+def test_each_package_s_public_face_resolves():
+    import detector
+    import eval
+    import proposals
+
+    for package in (detector, eval, proposals):
+        assert package.__all__ and len(package.__all__) <= 12, package.__name__  # small
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)

@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 
 from eval.errors import DetectionError
-from eval import evaluate_coco
+from eval.datasets import load_coco_instances
+from eval.evaluate import evaluate_coco_instances
 from eval.coco import box_iou_xywh
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
+
+
+def evaluate_coco(gt, detections) -> dict:
+    """COCO evaluation of a file or dict, as the evaluate command's --json holds it."""
+    return evaluate_coco_instances(load_coco_instances(gt), detections).to_json()
 
 
 def pycocotools_eval(gt: dict, results: list):
