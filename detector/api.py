@@ -43,7 +43,6 @@ from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRES
 from proposals.networks import channels_first, normalize_image
 
 Proposer = Callable[[np.ndarray], np.ndarray]
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,11 +78,7 @@ def inference_path_for(device: torch.device, precision: str = "auto",
                        channels_last: bool | None = None, stacked: bool | None = None,
                        compile: bool | None = None) -> InferencePath:
     """`default_path(device)` with what the keyword choices change (None: the default's)."""
-    if precision not in PRECISIONS:
-        raise DetectionError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    path = default_path(device)
-    if precision != "auto":
-        path = replace(path, autocast=torch.bfloat16 if precision == "bf16" else None)
+    path = replace(default_path(device), autocast=devices.autocast_for(precision, device))
     if channels_last is not None:
         path = replace(path, channels_last=channels_last)
     if stacked is not None:

@@ -18,6 +18,9 @@ REGION_BATCH = 256
 NMS_IOU = 0.3
 SCORE_THRESHOLD = 0.01
 MAX_PER_IMAGE = 100
+# The networks' precision choices (--precision, precision=): auto = bf16 autocast on CUDA,
+# float32 on CPU (proposals.devices.default_autocast).
+PRECISIONS = ("auto", "fp32", "bf16")
 # What the detect command draws and prints (it writes every detection to detections.json).
 SHOW_THRESHOLD = 0.5
 

@@ -15,9 +15,11 @@ import torch
 import torch.distributed as dist
 
 from eval.errors import DetectionError
+from proposals.defaults import PRECISIONS
 
 # What ``--device`` (and ``Detector.load(device=)``) takes, as the error message lists it.
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
 
 
 def world() -> tuple[int, int]:
@@ -98,6 +100,15 @@ def default_autocast(device: torch.device) -> torch.dtype | None:
     """The mixed precision the tools use on ``device``: bf16 autocast on CUDA (tensor cores;
     BENCHMARKS.md), float32 (None) on CPU."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that ``precision`` (one of `PRECISIONS`) means on ``device``."""
+    if precision not in PRECISIONS:
+        raise DetectionError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return default_autocast(device)
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
