@@ -24,6 +24,7 @@ Under torchrun the images are shared among the ranks; rank 0 writes the files an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -81,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(out / name, "--out", inputs)
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
+    evaluate = functools.partial(evaluate_files, args.gt, protocol=args.protocol,
+                                 images=args.images, classes=args.classes,
+                                 blacklist=args.blacklist, split=args.split)
+    evaluate([])  # ground truth with nothing to evaluate is refused now, not after detection
     device = devices.pick_device(args.device)
     devices.join_process_group(device)
     detector = Detector.load(args.checkpoint, device, proposals=args.proposals,
@@ -104,16 +109,16 @@ def run(args: argparse.Namespace) -> int:
     if results is None:  # not rank 0
         return 0
     rows = results_of([r for r in results if r.error is None], category_ids)
-    write_atomic(out / RESULTS_NAME, json.dumps(rows) + "\n")
-    print(f"wrote {len(rows)} detections of {len(dataset.images)} images to {out / RESULTS_NAME}")
-    # Evaluate the file just written, as the evaluate command would: the numbers can be
-    # reproduced from it alone.
-    result = evaluate_files(args.gt, out / RESULTS_NAME, protocol=args.protocol,
-                            images=args.images, classes=args.classes, blacklist=args.blacklist,
-                            split=args.split)
+    # Evaluated as the evaluate command would evaluate detections.json (JSON keeps every float
+    # exactly), before either file is written: the two are written as a pair or not at all,
+    # and an old evaluation.json never stands beside new detections.
+    result = evaluate(rows)
     print(format_table(result))
+    (out / EVALUATION_NAME).unlink(missing_ok=True)
+    write_atomic(out / RESULTS_NAME, json.dumps(rows) + "\n")
     write_atomic(out / EVALUATION_NAME, json.dumps(result.to_json(), indent=1) + "\n")
-    print(f"wrote {out / EVALUATION_NAME}")
+    print(f"wrote {len(rows)} detections of {len(dataset.images)} images to {out / RESULTS_NAME} "
+          f"and their evaluation to {out / EVALUATION_NAME}")
     return report_failures([r for r in results if r.error is not None], len(results))
 
 

@@ -190,3 +190,24 @@ def test_two_torchrun_ranks_write_what_one_process_writes(voc, checkpoint, cache
     assert done.stdout.count("voc mAP:") == 1  # only rank 0 prints the table
     for name in ("detections.json", "evaluation.json"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+
+
+def test_nothing_to_evaluate_is_refused_before_detection_and_keeps_the_last_pair(
+        voc, checkpoint, tmp_path, capsys):
+    """A split whose images hold no object: refused before the model is loaded, and the
+    previous run's detections.json and evaluation.json stay as they were (a pair)."""
+    import shutil
+
+    data = tmp_path / "voc"
+    shutil.copytree(voc, data)
+    save_voc_image(data, "empty", np.full((48, 64, 3), 100, np.uint8), {})
+    (tmp_path / "split.txt").write_text("empty\n")
+    out = tmp_path / "out"
+    assert main(["--gt", str(data), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["--gt", str(data), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--split", str(tmp_path / "split.txt")]) == 2
+    printed = capsys.readouterr()
+    assert "nothing to evaluate" in printed.err and "network(s) on" not in printed.out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
