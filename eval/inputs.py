@@ -13,7 +13,10 @@ opened here, and each is checked the same way before a byte is read:
   recursion limit) and integers within Python's 4,300 digits.
 
 Every failure is one `DetectionError` whose message starts with the file's name and ends with
-what to do. Torch-free; NumPy is not needed either.
+what to do. Readers of a format take the bytes, text or JSON from here and parse the rest
+themselves (XML, CSV, ``.npy``); `is_number` is the one rule for a number read from a file, and
+`check_name` the one 255-byte name check (outputs use it too). Torch-free; NumPy is not needed
+either.
 """
 from __future__ import annotations
 
@@ -115,13 +118,25 @@ def read_bytes(path: str | os.PathLike, kind: str, fix: str = "check the path") 
     limit = LIMITS[kind]
     with open_input(path, kind, fix) as f:
         try:
-            data = f.read(limit + 1)
+            data = _read_at_most(f, limit)
         except OSError as e:
             raise DetectionError(f"{_short(path)}: cannot read ({e.strerror or e}); "
                                  f"{fix}") from None
     if len(data) > limit:
         raise DetectionError(_too_large(Path(path), kind, fix))
     return data
+
+
+def _read_at_most(f: IO[bytes], limit: int) -> bytes:
+    """The file's bytes, or the first ``limit + 1`` of them. Sized by the file, not the limit:
+    ``read(n)`` reserves n bytes at once (4 GiB for ground truth, under a memory limit a
+    MemoryError for a 1 KB file); what the file grew by since ``fstat`` comes in 1 MiB parts."""
+    parts = [f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)]
+    total = len(parts[0])
+    while total <= limit and parts[-1]:
+        parts.append(f.read(min(_MiB, limit + 1 - total)))
+        total += len(parts[-1])
+    return b"".join(parts)
 
 
 def read_text(path: str | os.PathLike, kind: str, fix: str = "check the path") -> str:

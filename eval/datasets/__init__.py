@@ -22,6 +22,7 @@ from eval.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
 from eval.datasets.images import read_image
 from eval.datasets.voc import load_voc, load_voc_folder
 from eval.errors import DetectionError
+from eval.inputs import check_name
 
 __all__ = ["CocoInstances", "Dataset", "ImageRecord", "coco_class_mask", "coco_dataset",
            "coco_split_mask", "load_coco", "load_coco_instances", "load_dataset", "load_ilsvrc",
@@ -39,6 +40,7 @@ def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike
     else `load_voc_folder` (``split`` a split file).
     """
     path = Path(gt)
+    check_name(path)  # first: looking up an over-long name raises
     if not path.exists():
         raise DetectionError(f"{gt}: no such file or folder; pass a COCO .json file or a folder "
                              "of VOC/ILSVRC XMLs")

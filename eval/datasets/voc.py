@@ -14,7 +14,7 @@ import numpy as np
 from eval.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
                                   _read_split, _record, _shown, _strip_ext, _Tally)
 from eval.errors import DetectionError
-from eval.inputs import open_input, read_bytes
+from eval.inputs import check_name, open_input, read_bytes
 
 # Tried in this order when an XML's <filename> is not in the image folder (ILSVRC XMLs name the
 # image without its extension).
@@ -167,6 +167,7 @@ def _xml_records(anns: list[_XmlAnnotation], ann_dir: Path, images_dir: Path,
 def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path], list[int]]:
     """The XMLs to read, sorted by image id, and each one's 1-based image index (the split
     file's index column, else the position in the sorted list)."""
+    check_name(ann_dir)  # first: looking up an over-long name raises
     if not ann_dir.is_dir():
         raise DetectionError(f"{ann_dir}: not a folder; pass the folder of annotation XMLs")
     if split_file is None:
@@ -197,6 +198,7 @@ def _select_xmls(ann_dir: Path, split_file: PathLike | None) -> tuple[list[Path]
 
 def _voc_split_file(root: Path, split: str) -> Path:
     """A split name in ``ImageSets/Main`` or a path to a split file."""
+    check_name(split)
     for candidate in (root / "ImageSets" / "Main" / f"{split}.txt", Path(split)):
         if candidate.exists() and not candidate.is_dir():  # a FIFO: refused by its reader
             return candidate
@@ -215,6 +217,7 @@ def load_voc(root: PathLike, split: str | None = None,
     sorted by id (the XML's stem); the image files need not exist unless an XML lacks <size>.
     """
     root = Path(root)
+    check_name(root)
     if not (root / "Annotations").is_dir():
         raise DetectionError(f"{root}: no Annotations/ folder; a PASCAL VOC root holds "
                              "Annotations/, JPEGImages/ and ImageSets/Main/")

@@ -237,13 +237,11 @@ def test_an_ensemble_member_with_an_unknown_model_key_is_one_error(tmp_path):
         load_ensemble([good, odd], "cpu")
 
 
-@pytest.mark.parametrize("make, said", [
-    (os.mkfifo, "is a FIFO"),
-    (os.mkdir, "is a folder"),
-])
-def test_a_checkpoint_that_is_not_a_regular_file_is_refused_unread(tmp_path, make, said):
-    make(tmp_path / "c.pt")  # opening a FIFO to read would block until a writer came
-    with pytest.raises(DetectionError, match=f"c.pt: {said}"):
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_unread(tmp_path):
+    """(A FIFO, which would block the reader of old, is in tests/bad_input/test_bad_files.py,
+    guarded against a hang.)"""
+    (tmp_path / "c.pt").mkdir()
+    with pytest.raises(DetectionError, match="c.pt: is a folder"):
         load_checkpoint(tmp_path / "c.pt")
-    with pytest.raises(DetectionError, match="not a regular checkpoint file|is a folder"):
-        read_torch_file("/dev/zero" if make is os.mkfifo else tmp_path, "missing")
+    with pytest.raises(DetectionError, match="/dev/zero: is a device"):
+        read_torch_file("/dev/zero", "missing")

@@ -77,3 +77,47 @@ def test_over_long_names_are_one_error_before_any_look_up(tmp_path):
         inputs.check_input_file(path, "ground truth")
     assert inputs.over_long_part(tmp_path / ("é" * 128)) == "é" * 128  # 256 bytes
     assert inputs.over_long_part(tmp_path / ("é" * 127)) is None
+
+
+@pytest.mark.parametrize("value, expected", [
+    (1, True), (-2.5, True), (0.0, True), (10 ** 300, True),
+    (True, False), (False, False),  # True == 1 in Python: a boolean is not a number
+    (float("nan"), False), (float("inf"), False), (-float("inf"), False),  # JSON's NaN, Infinity
+    (10 ** 400, False),  # beyond a float64
+    ("1", False), (None, False), ([1], False),
+])
+def test_is_number_is_a_finite_number_and_never_a_boolean(value, expected):
+    assert inputs.is_number(value) is expected
+
+
+def test_input_names_are_checked_by_their_option(tmp_path):
+    inputs.check_input_names(gt=tmp_path / "ok.json", split=None, detections=[{"a": 1}])
+    with pytest.raises(DetectionError, match=r"^--split .*: the name 'sss*'... is 300 bytes"):
+        inputs.check_input_names(gt=tmp_path / "ok.json", split=tmp_path / ("s" * 300) / "s.txt")
+
+
+def test_a_small_file_is_read_without_reserving_its_kind_s_limit(tmp_path):
+    """Under an address-space limit of 1 GiB a 5-byte checkpoint (limit 16 GiB) still reads:
+    the buffer is sized by the file, not the limit (``read(limit + 1)`` reserved it all)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "c.pt").write_bytes(b"hello")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+            "from eval import inputs; "
+            "assert inputs.read_bytes(sys.argv[1], 'checkpoint') == b'hello'; "
+            "assert inputs.read_text(sys.argv[1], 'ground truth') == 'hello'")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.pt")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def test_bytes_beyond_what_fstat_said_are_read_up_to_the_limit():
+    """A file that grew after ``fstat`` (here a pipe, whose size reads 0) is read on in parts,
+    and one byte past the limit is enough to refuse it."""
+    for limit, expected in ((100, 20), (12, 13)):
+        reader, writer = os.pipe()
+        os.write(writer, b"x" * 20)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as f:
+            assert len(inputs._read_at_most(f, limit)) == expected
