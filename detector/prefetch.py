@@ -8,11 +8,8 @@ runs at the pace of the slower of them instead of their sum. Output and order ar
 """
 from __future__ import annotations
 
-import multiprocessing
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from multiprocessing.pool import AsyncResult
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +17,7 @@ import numpy as np
 from eval.errors import DetectionError
 from detector.pipeline import load_input
 from proposals.cache import ProposalCache
-from proposals.extract import one_thread_worker
+from proposals.workers import imap
 
 Input = tuple[int | str, str, np.ndarray, np.ndarray]
 
@@ -41,32 +38,19 @@ def prefetch_inputs(items: Iterable[tuple[int | str, str]], *,
     """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
 
     The yields of `detector.pipeline.iter_inputs` (same arguments), in the same order. With
-    ``workers >= 1`` a spawn pool of that many single-threaded processes reads and proposes up
-    to ``ahead`` images (default ``2 * workers``) beyond the one the caller holds; ``proposer``
-    and ``cache`` must then be picklable (`proposals.combined.Proposer` and `ProposalCache`
-    are). ``workers=0``: everything in this process, one image at a time.
+    ``workers >= 1`` a pool of that many single-threaded processes (`proposals.workers.imap`)
+    reads and proposes up to ``ahead`` images (default ``2 * workers``) beyond the one the
+    caller holds; ``proposer`` and ``cache`` must then be picklable (`proposals.combined.Proposer`
+    and `ProposalCache` are). ``workers=0``: everything in this process, one image at a time.
 
     An image's DetectionError (unreadable, no proposals) is raised here, at that image, with
     its message; with ``keep_going`` it is yielded as a `Failure` in that image's place and the
-    rest go on. The pool is shut down at the end, on an error, and when the generator is
-    closed early (use ``contextlib.closing`` to close it at a known point).
+    rest go on. A worker that dies is one `proposals.workers.WorkerDied` error. The pool is shut
+    down at the end, on an error, and when the generator is closed early (use
+    ``contextlib.closing`` to close it at a known point).
     """
-    if workers < 0 or (ahead is not None and ahead < 1):
-        raise DetectionError(f"workers {workers} and ahead {ahead}: use workers >= 0 (0 = no "
-                             "worker processes) and ahead >= 1")
     load = partial(_load, cache=cache, proposer=proposer, keep_going=keep_going)
-    if workers == 0:
-        yield from map(load, items)
-        return
-    pending: deque[AsyncResult] = deque()
-    # Leaving the with block (end, error, GeneratorExit on close) terminates the workers.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread_worker) as pool:
-        for item in items:
-            pending.append(pool.apply_async(load, (item,)))
-            if len(pending) > (ahead or 2 * workers):
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    yield from imap(load, items, workers, ahead=ahead, name="proposal worker")
 
 
 def _load(item: tuple[int | str, str], *, cache: ProposalCache | None,

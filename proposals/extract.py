@@ -11,11 +11,11 @@ job (`shard`) and all ranks fill one cache.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from eval.recall import proposal_recall
 from proposals.cache import ProposalCache
 from proposals.combined import Proposer, build_proposer
 from proposals.config import ProposalConfig
+from proposals.workers import imap
 
 
 @dataclass(frozen=True)
@@ -94,38 +95,19 @@ def propose_to_cache(jobs: list[Job], out: str | os.PathLike, config: ProposalCo
     return compute_proposals(todo, cache, proposer, workers, progress=progress)
 
 
-def one_thread_worker() -> None:
-    """Pool initializer of proposal workers (here and `detector.prefetch`): the workers are
-    the parallelism, and threads inside each would oversubscribe the cores; OpenCV for
-    selective search, torch for a MultiBox proposer's network."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        import torch
-    except ImportError:  # selective search alone needs no torch
-        return
-    torch.set_num_threads(1)
-
-
 def compute_proposals(jobs: list[Job], cache: ProposalCache, proposer: Proposer,
                       workers: int = 1, rank: int = 0, progress: bool = True) -> list[Outcome]:
-    """Run ``proposer`` on ``jobs`` in ``workers`` processes (spawn) and store each result;
-    a failure is recorded in the cache and printed, and the run goes on."""
+    """Run ``proposer`` on ``jobs`` in ``workers`` processes (`proposals.workers`; 1: in this
+    process) and store each result; a failure is recorded in the cache and printed, and the
+    run goes on. A worker that dies, or an interrupt, stops the run (what is stored stays)."""
     if workers < 1:
         raise DetectionError(f"workers {workers}: must be at least 1")
-    tasks = [(job, cache, proposer) for job in jobs]
+    in_workers = min(workers, len(jobs)) if workers > 1 and len(jobs) > 1 else 0
+    results = imap(partial(propose_one, cache=cache, proposer=proposer), jobs, in_workers,
+                   ordered=False, name="proposal worker")
     bar = tqdm(total=len(jobs), desc=f"proposals[{rank}]", unit="img", position=rank,
                leave=True, disable=not progress)
     outcomes = []
-    if workers == 1 or len(jobs) <= 1:
-        results = map(propose_one, tasks)
-        pool = None
-    else:
-        # spawn: a fresh interpreter per worker, no state copied from this process.
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=one_thread_worker)
-        results = pool.imap_unordered(propose_one, tasks, chunksize=1)
     try:
         for outcome in results:
             outcomes.append(outcome)
@@ -136,14 +118,12 @@ def compute_proposals(jobs: list[Job], cache: ProposalCache, proposer: Proposer,
                 tqdm.write(f"failed: {outcome.image_id}: {outcome.error}")
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
+        results.close()  # stops the workers at once on an error or an interrupt
     return outcomes
 
 
-def propose_one(task: tuple[Job, ProposalCache, Proposer]) -> Outcome:
+def propose_one(job: Job, cache: ProposalCache, proposer: Proposer) -> Outcome:
     """One image: read, propose, store (or record why it failed). Runs in a worker process."""
-    job, cache, proposer = task
     start = time.process_time()
     warning = None
     try:

@@ -25,25 +25,40 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     """Call a command's ``run(args)``; a user's mistake is one line on stderr and exit status 2.
 
     ``run`` returns an exit status (None = 0). Warnings print as one ``warning: <message>``
-    line each (not Python's two lines with the source). A `DetectionError` prints ``error: <message>``;
-    a missing optional dependency prints which extra installs it; Ctrl-C exits with 130.
+    line each (not Python's two lines with the source). A `DetectionError` prints
+    ``error: <message>``; a missing optional dependency prints which extra installs it.
+    Ctrl-C (SIGINT) and SIGTERM print one ``interrupted`` line and exit with 130 and 143
+    (`proposals.interrupts`: SIGTERM raises as Ctrl-C does, and an interrupt that something
+    inside ``run`` swallowed still ends the command so).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            return run(args) or 0
-    except DetectionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        if (e.name or "").partition(".")[0] not in _EXTRA_MODULES:
-            raise
-        print(f"error: this command needs {e.name}, which `pip install -e .` alone does not "
-              f"install: {_EXTRA_HINT}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    import signal
+
+    from proposals.interrupts import stop_on_signals
+
+    with stop_on_signals() as signals:
+        try:
+            try:
+                with warnings.catch_warnings():
+                    warnings.showwarning = _one_line_warning
+                    status = run(args) or 0
+            except DetectionError as e:
+                status = 2
+                if signals.received is None:  # else the error is the interrupt's doing
+                    print(f"error: {e}", file=sys.stderr)
+            except ModuleNotFoundError as e:
+                if (e.name or "").partition(".")[0] not in _EXTRA_MODULES:
+                    raise
+                print(f"error: this command needs {e.name}, which `pip install -e .` alone "
+                      f"does not install: {_EXTRA_HINT}", file=sys.stderr)
+                status = 2
+            finally:
+                signals.disarm()  # from here on a signal is only remembered
+        except KeyboardInterrupt:
+            status = None
+    if signals.received is not None or status is None:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signals.received or signal.SIGINT)
+    return status
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

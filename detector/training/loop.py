@@ -21,6 +21,7 @@ from tqdm import tqdm
 from proposals.checkpoint import load_checkpoint
 from eval.outputs import check_output_dir
 from proposals import devices
+from proposals.workers import data_loader
 from eval.config import to_dict
 from eval.errors import DetectionError
 from eval.outputs import write_atomic
@@ -89,9 +90,9 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
 def run_epoch(run, net, optimizer, config: AnyTrainConfig, epoch: int, rank: int) -> dict:
     """One epoch of ``run``'s batches; the epoch's mean loss parts."""
     run.batches.set_epoch(epoch)
-    loader = torch.utils.data.DataLoader(run.batches, batch_size=1, shuffle=False,
-                                         num_workers=config.loader_workers,
-                                         collate_fn=run.collate)
+    # Loader workers start as every worker does (proposals.workers: spawn, main module checked).
+    loader = data_loader(run.batches, config.loader_workers, batch_size=1, shuffle=False,
+                         collate_fn=run.collate)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.solver.epochs}", disable=rank != 0)
     return train_one_epoch(net, bar, optimizer, run.step, on_step=lambda _, parts: (
         bar.set_postfix({k: f"{parts[k]:.3f}" for k in run.shown})))

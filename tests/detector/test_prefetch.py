@@ -1,6 +1,8 @@
 """prefetch_inputs: iter_inputs' output through a worker pool, errors at their image, a bounded
-window, and a pool that is gone once the consumer stops."""
+window, a worker's death as one error, and a pool that is gone once the consumer stops."""
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from detector.pipeline import iter_inputs
 from detector.prefetch import prefetch_inputs
 from proposals.combined import Proposer
 from proposals.config import SelectiveSearchConfig
+from proposals.workers import WorkerDied
 
 SMALL_SEARCH = Proposer(SelectiveSearchConfig(max_boxes=20, min_box_side=4))
 
@@ -74,15 +77,36 @@ def test_an_unreadable_image_raises_its_error_at_that_image(items, tmp_path):
 def test_reads_a_bounded_window_ahead_and_closing_stops_the_pool(items, tmp_path):
     marks = tmp_path / "calls"
     marks.mkdir()
-    many = [(f"{i}", items[i % len(items)][1]) for i in range(40)]
-    inputs = prefetch_inputs(many, proposer=MarkingProposer(str(marks)), workers=1, ahead=2)
+    taken = []
+
+    def listed():  # the pairs, counting how many the pool has taken
+        for i in range(40):
+            taken.append(i)
+            yield f"{i}", items[i % len(items)][1]
+
+    inputs = prefetch_inputs(listed(), proposer=MarkingProposer(str(marks)), workers=1, ahead=2)
     assert next(inputs)[0] == "0"
-    time.sleep(3.0)  # ample time for the worker to run past its window, were it unbounded
-    assert 1 <= len(list(marks.iterdir())) <= 1 + 2  # the held image and at most 2 ahead
+    assert len(taken) == 1 + 2  # the held image and 2 ahead, however fast the worker is
+    assert 1 <= len(list(marks.iterdir())) <= 1 + 2
     closing = threading.Thread(target=inputs.close)
     closing.start()
     closing.join(timeout=60)
     assert not closing.is_alive() and not multiprocessing.active_children()
+
+
+@dataclass(frozen=True)
+class DyingProposer:
+    """Kills the worker process it runs in: a crash in native code, as far as the pool sees."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_is_one_error_naming_it_and_its_image(items):
+    with pytest.raises(WorkerDied, match=r"proposal worker process \d+ was killed by SIGKILL "
+                                         r"\(.*\) while working on \('im0'"):
+        list(prefetch_inputs(items, proposer=DyingProposer(), workers=1))
+    assert not multiprocessing.active_children()
 
 
 def test_rejects_negative_workers(items):
