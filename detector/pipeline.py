@@ -122,7 +122,7 @@ def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
     is a DetectionError (nothing could ever be detected in it).
     """
     if cache is not None:
-        boxes = cache.load(image_id)
+        boxes = cache.load(image_id, image_size=(image.shape[1], image.shape[0]))
     else:
         boxes = (proposer or Proposer())(image)
     if len(boxes) == 0:

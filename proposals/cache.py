@@ -46,6 +46,8 @@ MAX_KEY = 200
 _PREFIX_CHARS = 120  # of a shortened key: the readable start
 # What to do about a damaged file of the cache (every one is rewritten by recomputing).
 _RECOMPUTE = "delete it and run tools/propose.py again to recompute it"
+# How far (pixels) a cached box may reach past its image: proposals lie inside it, up to rounding.
+_FIT_SLACK = 1.0
 
 
 class ProposalCache:
@@ -132,11 +134,14 @@ class ProposalCache:
         write_atomic(self.box_path(image_id), _npy_bytes(boxes))
         self.failure_path(image_id).unlink(missing_ok=True)
 
-    def load(self, image_id: int | str) -> np.ndarray:
+    def load(self, image_id: int | str, image_size: tuple[int, int] | None = None
+             ) -> np.ndarray:
         """float32 [N, 4] xyxy boxes of ``image_id``, ranked best first.
 
         The file is read through `eval.inputs` and checked before use (`parse_boxes`): a
         damaged one is one error naming it; rows that are not boxes are dropped with a warning.
+        With ``image_size`` (width, height) of the image they are for, boxes reaching past it
+        (the cache was made for another photo under this id) are one error too.
         """
         path = self.box_path(image_id)
         if not os.path.lexists(path):
@@ -144,7 +149,10 @@ class ProposalCache:
             why = f" (it failed: {failure})" if failure else ""
             raise DetectionError(f"{self.root}: no proposals for image {image_id!r}{why}; run "
                                  f"tools/propose.py --out {self.root} on its dataset")
-        return parse_boxes(read_bytes(path, "boxes", _RECOMPUTE), str(path))
+        boxes = parse_boxes(read_bytes(path, "boxes", _RECOMPUTE), str(path))
+        if image_size is not None:
+            _check_fits(boxes, image_size, str(path))
+        return boxes
 
     def record_failure(self, image_id: int | str, image_path: str, reason: str) -> None:
         """Note why ``image_id`` could not be done; a later successful save removes the note."""
@@ -241,6 +249,21 @@ def parse_boxes(data: bytes, where: str) -> np.ndarray:
                       f"{_RECOMPUTE}", stacklevel=3)
         boxes = boxes[good]
     return boxes
+
+
+def _check_fits(boxes: np.ndarray, image_size: tuple[int, int], where: str) -> None:
+    """Refuse boxes that reach past the image they are used with. Every proposal method
+    keeps its boxes inside the image (their pixels), so more than `_FIT_SLACK` beyond means
+    another image's boxes: a photo replaced under a cached id, or another data set's cache."""
+    width, height = image_size
+    if len(boxes) == 0:
+        return
+    low, high = boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)
+    if (low < -_FIT_SLACK).any() or high[0] > width + _FIT_SLACK or high[1] > height + _FIT_SLACK:
+        raise DetectionError(f"{where}: its boxes span ({low[0]:g}, {low[1]:g}) to ({high[0]:g}, "
+                             f"{high[1]:g}), past the {width} x {height} image they are used "
+                             "with: the cache was made for another image under this id; "
+                             f"{_RECOMPUTE}")
 
 
 def _npy_header(data: bytes, where: str) -> tuple[tuple, bool, np.dtype, int]:

@@ -231,3 +231,16 @@ def test_detect_refuses_a_fifo_manifest_at_once(checkpoint, tmp_path, capsys):
             tmp_path / "cache", "--out", tmp_path / "out"]
     line = within(lambda: assert_one_line_error(capsys, detect, argv, path), path)
     assert "a FIFO" in line
+
+
+def test_cached_boxes_of_another_photo_are_refused_where_they_are_used(cache):
+    """The photo under a cached id replaced by a smaller one: detection refuses the old boxes
+    (they reach past the new image) instead of classifying regions that are not in it."""
+    from detector.pipeline import proposals_for
+
+    cache.save("photo", np.array([[2, 2, 400, 300]], np.float32))
+    image = np.zeros((40, 48, 3), np.uint8)
+    with pytest.raises(DetectionError, match="photo.npy: its boxes span .* past the 48 x 40 image"):
+        proposals_for(image, "photo", "photo.png", cache=cache)
+    cache.save("photo", np.array([[2, 2, 48, 40]], np.float32))
+    assert proposals_for(image, "photo", "photo.png", cache=cache).shape == (1, 4)

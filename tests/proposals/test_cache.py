@@ -244,3 +244,17 @@ def test_concurrent_creation_with_other_parameters_has_one_winner(tmp_path):
         for w in workers:
             w.join(30)
         assert sorted(results.get(timeout=5) for _ in workers) == ["ok", "refused"], trial
+
+
+def test_boxes_past_the_image_they_are_used_with_are_one_error(tmp_path):
+    """A photo replaced under a cached id: its old boxes reach past the new, smaller image."""
+    cache = ProposalCache.create(tmp_path / "c", "selective_search", PARAMS)
+    cache.save("a", np.array([[0, 0, 500, 375], [10, 10, 60, 40]], np.float32))
+    assert cache.load("a", image_size=(500, 375)).shape == (2, 4)  # exactly the image: fits
+    assert cache.load("a").shape == (2, 4)  # no image to check against
+    with pytest.raises(DetectionError, match=r"a.npy: its boxes span \(0, 0\) to \(500, 375\), "
+                                             r"past the 64 x 48 image.*tools/propose.py"):
+        cache.load("a", image_size=(64, 48))
+    cache.save("b", np.array([[-8, 0, 20, 20]], np.float32))
+    with pytest.raises(DetectionError, match="b.npy: its boxes span \\(-8, 0\\)"):
+        cache.load("b", image_size=(64, 48))
