@@ -33,11 +33,12 @@ def signal_name(signum: int) -> str:
 
 class _Signals:
     """SIGINT/SIGTERM handler: keeps the first signal; raises `Interrupted` until disarmed
-    (then the caller is reporting it)."""
+    (then the caller is reporting it), and not inside `deferred` blocks."""
 
     def __init__(self):
         self.received: int | None = None
         self.armed = True
+        self.deferred = 0
 
     def disarm(self) -> None:
         self.armed = False
@@ -45,7 +46,7 @@ class _Signals:
     def __call__(self, signum: int, frame) -> None:
         if self.received is None:
             self.received = signum
-        if self.armed:
+        if self.armed and not self.deferred:
             raise Interrupted(signum)
 
 
@@ -76,3 +77,20 @@ def raise_if_interrupted() -> None:
     its way up (e.g. raised inside a ``__del__``), unless the handler is disarmed."""
     if _active and _active[-1].received is not None and _active[-1].armed:
         raise Interrupted(_active[-1].received)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A signal under `stop_on_signals` raises only once the block is done: for steps that
+    must not be cut in half (starting a process: the child spawned, the parent not yet
+    holding it)."""
+    signals = _active[-1] if _active else None
+    if signals is None:
+        yield
+        return
+    signals.deferred += 1
+    try:
+        yield
+    finally:
+        signals.deferred -= 1
+    raise_if_interrupted()

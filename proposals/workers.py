@@ -41,7 +41,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 from eval.errors import DetectionError
-from proposals.interrupts import raise_if_interrupted, signal_name
+from proposals.interrupts import deferred, raise_if_interrupted, signal_name
 
 START_METHOD = "spawn"
 GUARD_EXIT = 87  # a worker whose import of the main script tried to start workers
@@ -247,16 +247,17 @@ def one_thread() -> None:
 
 class _Process(SpawnProcess):
     """Started with SIGINT blocked (the mask survives exec: a Ctrl-C while the worker imports
-    reaches only the parent, which gets it when the start is done, not lost)."""
+    reaches only the parent), and the parent's interrupt deferred until it holds the child."""
 
     def start(self) -> None:
-        if not hasattr(signal, "pthread_sigmask"):
-            return super().start()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            super().start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        with deferred():
+            if not hasattr(signal, "pthread_sigmask"):
+                return super().start()
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                super().start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _Context(SpawnContext):

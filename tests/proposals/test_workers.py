@@ -17,7 +17,7 @@ from PIL import Image
 
 from detector.cli.common import run_main
 from eval.errors import DetectionError
-from proposals.interrupts import Interrupted, raise_if_interrupted, stop_on_signals
+from proposals.interrupts import Interrupted, deferred, raise_if_interrupted, stop_on_signals
 from proposals.workers import WorkerDied, data_loader, imap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +103,17 @@ def test_an_interrupt_swallowed_inside_the_run_still_ends_it(capfd):
 
     assert run_main(run, None) == 130
     assert capfd.readouterr().err == "interrupted\n"
+
+
+def test_a_deferred_step_finishes_before_the_interrupt_is_raised():
+    steps = []
+    with stop_on_signals(), pytest.raises(Interrupted) as raised:
+        with deferred():  # e.g. a process start: the child spawned, not yet held
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(10_000):
+                pass
+            steps.append("finished")
+    assert steps == ["finished"] and raised.value.signum == signal.SIGTERM
 
 
 class Numbers:
