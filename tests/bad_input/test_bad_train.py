@@ -8,7 +8,6 @@ import pytest
 from detector.cli.train import main
 
 from _check import assert_no_partial_files, assert_one_line_error, files_below
-from _tiny import make_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,17 +63,15 @@ MULTIBOX_VALUES = [
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """The tiny dataset with its cache and config, a MultiBox config, and a finished 1-epoch
-    run (``run/last.pt``) to resume."""
-    root = make_tiny(tmp_path_factory.mktemp("tiny_bad_train"))
-    (root / "mb.yaml").write_text(f"task: multibox\ndata:\n  gt: {root}\n"
-                                  "model: {num_priors: 4, input_size: 32, weights: null}\n"
-                                  "solver: {epochs: 1, images_per_batch: 2}\n"
-                                  "loader_workers: 0\n")
-    assert main(["--config", str(root / "tiny.yaml"), "--set", "solver.epochs=1", "--device",
-                 "cpu", "--set", f"output={root / 'run'}"]) == 0
-    return root
+def mb_config(tiny, tmp_path_factory) -> Path:
+    """A MultiBox config on the session's tiny dataset (``tiny``, with its cache and
+    ``tiny.yaml``; ``tiny_run``: its finished run to resume; both read-only)."""
+    config = tmp_path_factory.mktemp("bad_train") / "mb.yaml"
+    config.write_text(f"task: multibox\ndata:\n  gt: {tiny}\n"
+                      "model: {num_priors: 4, input_size: 32, weights: null}\n"
+                      "solver: {epochs: 1, images_per_batch: 2}\n"
+                      "loader_workers: 0\n")
+    return config
 
 
 def refused(capsys, argv, out: Path, *names) -> None:
@@ -92,8 +89,8 @@ def test_classifier_value_refused(tiny, tmp_path, capsys, override, key):
 
 
 @pytest.mark.parametrize("override, key", MULTIBOX_VALUES, ids=[c[0] for c in MULTIBOX_VALUES])
-def test_multibox_value_refused(tiny, tmp_path, capsys, override, key):
-    config = tiny / "mb.yaml"
+def test_multibox_value_refused(mb_config, tmp_path, capsys, override, key):
+    config = mb_config
     refused(capsys, ["--config", config, "--set", f"output={tmp_path / 'out'}", "--set", override,
                      "--device", "cpu"], tmp_path, config, key)
 
@@ -140,25 +137,25 @@ def test_images_without_proposals(tiny, tmp_path, capsys):
             cache, "propose")
 
 
-def test_resume_refuses_a_fixed_key(tiny, tmp_path, capsys):
-    ckpt = tiny / "run" / "last.pt"
+def test_resume_refuses_a_fixed_key(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "last.pt"
     refused(capsys, ["--resume", ckpt, "--set", "solver.lr=0.1", "--set",
                      f"output={tmp_path / 'out'}"], tmp_path, ckpt, "solver.lr")
 
 
-def test_resume_refuses_a_new_seed(tiny, tmp_path, capsys):
-    ckpt = tiny / "run" / "last.pt"
+def test_resume_refuses_a_new_seed(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "last.pt"
     refused(capsys, ["--resume", ckpt, "--seed", "3"], tmp_path, ckpt, "seed")
 
 
-def test_resume_refuses_config_too(tiny, tmp_path, capsys):
-    ckpt = tiny / "run" / "last.pt"
+def test_resume_refuses_config_too(tiny, tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "last.pt"
     refused(capsys, ["--resume", ckpt, "--config", tiny / "tiny.yaml"], tmp_path, ckpt,
             "--config")
 
 
-def test_resume_checks_the_extended_values(tiny, tmp_path, capsys):
-    ckpt = tiny / "run" / "last.pt"
+def test_resume_checks_the_extended_values(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "last.pt"
     refused(capsys, ["--resume", ckpt, "--set", "solver.epochs=0", "--set",
                      f"output={tmp_path / 'out'}"], tmp_path, ckpt, "solver.epochs")
 

@@ -1,4 +1,4 @@
-"""benchmarks/bench_detect.py runs the detection path and prints a positive time per image."""
+"""benchmarks/bench_detect.py runs the detection path and prints its time per image."""
 import importlib.util
 import re
 from pathlib import Path
@@ -17,6 +17,7 @@ def test_prints_seconds_per_image(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--members", "1", "--proposals", "6", "--size", "32",
                         "--repeats", "1"]) == 0
-    found = re.search(r"detect: ([0-9.]+) s per image \(1 members, 6 proposals, 32 px\)",
-                      capsys.readouterr().out)
-    assert found and float(found.group(1)) > 0
+    # The line's form and settings, not the time itself: a fast machine prints 0.000.
+    out = capsys.readouterr().out
+    assert re.search(r"detect: [0-9]+\.[0-9]{3} s per image \(1 members, 6 proposals, 32 px\)",
+                     out), out

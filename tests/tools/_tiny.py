@@ -1,10 +1,12 @@
-"""A tiny generated VOC dataset for the tool tests: 4 images, a red and a blue rectangle each."""
+"""A tiny generated VOC dataset for the tool tests: 4 images, a red and a blue rectangle each.
+tests/conftest.py's session fixture ``tiny`` builds it once, with one training run."""
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from detector.cli.propose import main as propose
+from detector.cli.train import main as train
 
 CLASSES = ("red", "blue")
 
@@ -49,3 +51,10 @@ solver:
 loader_workers: 0
 """)
     return root
+
+
+def train_tiny(root: Path, out: Path, *extra: str) -> int:
+    """The train command on ``root``'s tiny.yaml (2 epochs unless ``extra`` says otherwise),
+    writing to ``out``, on the CPU; its exit status."""
+    return train(["--config", str(root / "tiny.yaml"), "--set", f"output={out}", "--device", "cpu",
+                  *extra])

@@ -1,7 +1,6 @@
 """The detect command (detector.cli.detect): printed detections, annotated images, results
 JSON; the default ImageNet model; every user error is one line on stderr and exit status 2."""
 import json
-from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -135,18 +134,18 @@ def test_inference_path_is_the_device_default_unless_a_flag_changes_it():
         InferencePath(torch.bfloat16, stacked=True)
 
 
-def random_imagenet_weights(*args, **kwargs):
+def save_random_imagenet_weights(path):
     """Random GoogLeNet weights whose fc favours labels 11 and 21 (ImageNet classes 10 and 20):
     real weights give such peaked softmaxes, while uniform ones (0.001 a class) would all
     fall under the score threshold."""
     torch.manual_seed(0)
     state = googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
     state["fc.bias"][[10, 20]] = torch.tensor([8.0, 7.0])
-    return state
+    torch.save(state, path)
 
 
-def test_default_model_is_imagenet_googlenet(images, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", random_imagenet_weights)
+def test_default_model_is_imagenet_googlenet(images, tmp_path, imagenet_weights_path, capsys):
+    save_random_imagenet_weights(imagenet_weights_path)  # what torchvision would download
     cache = ProposalCache.create(tmp_path / "cache", "selective_search", {})
     cache.save("single", np.array([[5, 5, 30, 25], [35, 20, 60, 45]], np.float32))
     assert main([str(images / "single.png"), "--proposals", str(tmp_path / "cache"),
@@ -156,10 +155,6 @@ def test_default_model_is_imagenet_googlenet(images, tmp_path, monkeypatch, caps
     names = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]
     printed = capsys.readouterr().out
     assert all(names[r["category_id"] - 1] in printed for r in results)
-
-
-def offline(*args, **kwargs):
-    raise URLError("[Errno -3] Temporary failure in name resolution")
 
 
 def broken_image(tmp_path):
@@ -188,8 +183,8 @@ ERRORS = {
 
 
 @pytest.mark.parametrize("case", ERRORS)
-def test_user_errors_are_one_line_and_exit_2(case, images, checkpoints, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+@pytest.mark.usefixtures("no_downloads")
+def test_user_errors_are_one_line_and_exit_2(case, images, checkpoints, tmp_path, capsys):
     make_args, message = ERRORS[case]
     names = {"single": images / "single.png",
              **{k: checkpoints / f"{k}.pt" for k in ("a", "cats", "three")}}
@@ -258,23 +253,11 @@ def test_every_output_path_is_checked_before_the_work(images, checkpoints, tmp_p
 
 
 def test_two_torchrun_ranks_over_a_folder_write_what_one_process_writes(images, checkpoints,
-                                                                        tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+                                                                        tmp_path, torchrun):
     args = [str(images / "single.png"), str(images / "folder"), "--checkpoint",
             str(checkpoints / "a.pt"), "--device", "cpu", "--show-threshold", "0"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(port), "tools/detect.py", *args, "--out", str(tmp_path / "two")]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    done = torchrun(["tools/detect.py", *args, "--out", tmp_path / "two"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 alone writes the JSON and reports
     one, two = (tmp_path / "one" / "detections.json"), (tmp_path / "two" / "detections.json")

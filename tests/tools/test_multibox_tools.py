@@ -19,23 +19,22 @@ from detector.cli.detect import main as detect
 from detector.cli.propose import main as propose
 from detector.cli.train import main as train
 
-from _tiny import make_tiny
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """The tiny dataset, a MultiBox config, and a 2-epoch MultiBox model (mb/epoch_002.pt)."""
-    root = make_tiny(tmp_path_factory.mktemp("tiny_mb"))
+def multibox(tiny, tmp_path_factory) -> Path:
+    """A MultiBox config on the session's tiny dataset (``tiny``, read-only) and its 2-epoch
+    model: ``mb.yaml`` and ``run/epoch_002.pt`` in its folder."""
+    root = tmp_path_factory.mktemp("multibox")
     (root / "mb.yaml").write_text(f"""
 task: multibox
 data:
-  gt: {root}
+  gt: {tiny}
 model: {{num_priors: 16, input_size: 32, weights: null, prior_samples: 4}}
 solver: {{epochs: 2, lr: 0.01, steps: [1], images_per_batch: 2, eval_every: 2}}
 loader_workers: 0
-output: {root / 'mb'}
+output: {root / 'run'}
 """)
     (root / "val.txt").write_text("im2\nim3\n")
     assert train(["--config", str(root / "mb.yaml"), "--device", "cpu",
@@ -43,28 +42,28 @@ output: {root / 'mb'}
     return root
 
 
-def test_multibox_training_writes_checkpoints_priors_and_metrics(tiny):
-    payload = load_checkpoint(tiny / "mb" / "last.pt", kind="multibox")
+def test_multibox_training_writes_checkpoints_priors_and_metrics(multibox):
+    payload = load_checkpoint(multibox / "run" / "last.pt", kind="multibox")
     assert payload["epoch"] == 2 and payload["model"] == {"num_priors": 16, "input_size": 32}
     assert payload["priors"].shape == (16, 4) and payload["config"]["task"] == "multibox"
-    rows = list(csv.DictReader((tiny / "mb" / "metrics.csv").open()))
+    rows = list(csv.DictReader((multibox / "run" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_recall50"]) >= 0
     assert set(rows[0]) >= {"loss_loc", "loss_conf", "matched_iou", "val_AR"}
 
 
-def test_multibox_resume_is_exact(tiny, tmp_path):
+def test_multibox_resume_is_exact(multibox, tmp_path):
     """Resuming after epoch 1 of the fixture's run gives its epoch 2 bitwise (priors included)."""
-    assert train(["--resume", str(tiny / "mb" / "epoch_001.pt"), "--set",
+    assert train(["--resume", str(multibox / "run" / "epoch_001.pt"), "--set",
                   f"output={tmp_path / 'resumed'}", "--device", "cpu"]) == 0
-    full = load_checkpoint(tiny / "mb" / "epoch_002.pt", kind="multibox")
+    full = load_checkpoint(multibox / "run" / "epoch_002.pt", kind="multibox")
     resumed = load_checkpoint(tmp_path / "resumed" / "epoch_002.pt", kind="multibox")
     assert torch.equal(full["priors"], resumed["priors"])
     assert all(torch.equal(full["state_dict"][k], resumed["state_dict"][k]) for k in full["state_dict"])
     assert not (tmp_path / "resumed" / "epoch_001.pt").exists()
 
 
-def test_propose_with_multibox_puts_its_boxes_first(tiny, tmp_path):
-    mb = str(tiny / "mb" / "epoch_002.pt")
+def test_propose_with_multibox_puts_its_boxes_first(tiny, multibox, tmp_path):
+    mb = str(multibox / "run" / "epoch_002.pt")
     out = tmp_path / "combined"
     assert propose(["--gt", str(tiny), "--out", str(out), "--min-box-side", "4", "--multibox", mb,
                     "--multibox-top", "5"]) == 0
@@ -91,8 +90,9 @@ def test_merge_drops_selective_search_near_duplicates_of_multibox_boxes():
     assert np.array_equal(merge_proposals(np.zeros((0, 4)), ss), ss)
 
 
-def test_a_config_chooses_the_proposals_for_propose_train_and_detect(tiny, tmp_path, capsys):
-    mb = str(tiny / "mb" / "epoch_002.pt")
+def test_a_config_chooses_the_proposals_for_propose_train_and_detect(tiny, multibox, tmp_path,
+                                                                   capsys):
+    mb = str(multibox / "run" / "epoch_002.pt")
     config = (tiny / "tiny.yaml").read_text().replace(
         f"proposals: {tiny / 'cache'}", f"proposals: {tmp_path / 'cache'}")
     config += f"""proposals:
@@ -121,13 +121,13 @@ output: {tmp_path / 'det'}
     assert "tools/propose.py --config" in err
 
 
-def test_a_combined_model_is_one_file(tiny, tmp_path, monkeypatch):
+def test_a_combined_model_is_one_file(tiny, multibox, tmp_path, monkeypatch):
     """Trained with a MultiBox checkpoint given by a relative path, the classifier checkpoint
     detects the same after it is moved, the MultiBox file deleted and the working directory
     changed, in this process and in proposal worker processes."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nets").mkdir()
-    shutil.copy(tiny / "mb" / "epoch_002.pt", tmp_path / "nets" / "mb.pt")
+    shutil.copy(multibox / "run" / "epoch_002.pt", tmp_path / "nets" / "mb.pt")
     config = (tiny / "tiny.yaml").read_text().replace(f"proposals: {tiny / 'cache'}",
                                                      "proposals: cache")
     config += ("proposals:\n  selective_search: {min_box_side: 4.0}\n  multibox: nets/mb.pt\n"
@@ -154,30 +154,22 @@ def test_a_combined_model_is_one_file(tiny, tmp_path, monkeypatch):
         assert after == before
 
 
-def test_bad_multibox_inputs_are_one_line_errors(tiny, tmp_path, capsys):
+def test_bad_multibox_inputs_are_one_line_errors(tiny, multibox, tmp_path, capsys):
     assert propose(["--gt", str(tiny), "--out", str(tmp_path / "x"), "--multibox",
                     str(tmp_path / "none.pt")]) == 2
     assert "none.pt: MultiBox checkpoint not found" in capsys.readouterr().err
     assert propose(["--gt", str(tiny), "--out", str(tmp_path / "x"), "--no-selective-search"]) == 2
     assert "--no-selective-search needs --multibox" in capsys.readouterr().err
-    assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny / "mb" / "last.pt"),
+    assert detect([str(tiny / "im0.png"), "--checkpoint", str(multibox / "run" / "last.pt"),
                    "--out", str(tmp_path / "d"), "--device", "cpu"]) == 2
     assert "a multibox checkpoint where a classifier is needed" in capsys.readouterr().err
 
 
-def test_ddp_under_torchrun_with_two_ranks(tiny, tmp_path):
+def test_ddp_under_torchrun_with_two_ranks(multibox, tmp_path, torchrun):
     """Both tasks' loop under torchrun (gloo on CPU): every rank steps, rank 0 writes."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", "29517", "tools/train.py", "--config", str(tiny / "mb.yaml"),
-               "--device", "cpu", "--set", f"output={out}", "--set", "solver.eval_every=0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = torchrun(["tools/train.py", "--config", multibox / "mb.yaml", "--device", "cpu",
+                     "--set", f"output={out}", "--set", "solver.eval_every=0"])
     assert done.returncode == 0, done.stderr[-2000:]
     payload = load_checkpoint(out / "last.pt", kind="multibox")
     assert payload["epoch"] == 2 and (out / "epoch_001.pt").exists()

@@ -164,28 +164,12 @@ def test_an_undecodable_image_without_a_cache_is_skipped_the_same_way(voc, check
     assert (tmp_path / "o" / "evaluation.json").exists()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_torchrun_ranks_write_what_one_process_writes(voc, checkpoint, cache, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_two_torchrun_ranks_write_what_one_process_writes(voc, checkpoint, cache, tmp_path,
+                                                          torchrun):
     args = ["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals", str(cache.root),
             "--device", "cpu"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(free_port()), "tools/test.py", *args,
-               "--out", str(tmp_path / "two")]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    done = torchrun(["tools/test.py", *args, "--out", tmp_path / "two"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("voc mAP:") == 1  # only rank 0 prints the table
     for name in ("detections.json", "evaluation.json"):

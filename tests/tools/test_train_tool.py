@@ -1,5 +1,6 @@
 """The train command (detector.cli.train) on a tiny generated dataset: checkpoints, metrics,
-determinism, exact resume, extended runs, config.yaml, skipped damaged images."""
+determinism, exact resume, extended runs, config.yaml, skipped damaged images. ``tiny`` and
+``tiny_run`` are the session's dataset and its 2-epoch run (tests/conftest.py), read-only."""
 import csv
 from pathlib import Path
 
@@ -9,19 +10,9 @@ import torch
 from proposals.checkpoint import load_checkpoint
 from detector.cli.train import main as train
 
-from _tiny import CLASSES, make_tiny
+from _tiny import CLASSES, train_tiny as run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """4 images with a red and a blue rectangle each, VOC XMLs, their proposal cache, a config."""
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-def run(tiny: Path, out: Path, *extra: str) -> int:
-    return train(["--config", str(tiny / "tiny.yaml"), "--set", f"output={out}", "--device", "cpu", *extra])
 
 
 def weights(path: Path) -> dict:
@@ -32,16 +23,16 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_trains_and_writes_checkpoints_and_metrics(tiny, tmp_path):
-    assert run(tiny, tmp_path / "a") == 0
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+def test_trains_and_writes_checkpoints_and_metrics(tiny_run):
+    # The session's run: tiny.yaml as it is (2 epochs), by the same call as run() below.
+    names = sorted(p.name for p in tiny_run.iterdir())
     assert names == ["config.yaml", "epoch_001.pt", "epoch_002.pt", "last.pt", "metrics.csv"]
-    payload = load_checkpoint(tmp_path / "a" / "last.pt")
+    payload = load_checkpoint(tiny_run / "last.pt")
     assert payload["classes"] == sorted(CLASSES) and payload["epoch"] == 2
     assert payload["model"] == {"num_classes": 2, "input_size": 32, "context_pad": 2, "box_regression": False}
     assert payload["proposals"]["method"] == "selective_search"
     assert payload["config"]["solver"]["epochs"] == 2
-    rows = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    rows = (tiny_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,loss") and len(rows) == 3
     # the step schedule: lr 0.01 in epoch 1, then 0.001
     lr = [float(row["lr"]) for row in csv.DictReader(rows)]
@@ -56,12 +47,11 @@ def test_same_seed_same_weights_other_seed_differs(tiny, tmp_path):
     assert same(a, b) and not same(a, c)
 
 
-def test_resume_gives_the_uninterrupted_result(tiny, tmp_path):
-    assert run(tiny, tmp_path / "full") == 0
-    resumed = ["--resume", str(tmp_path / "full" / "epoch_001.pt"), "--set", f"output={tmp_path / 'resumed'}",
-               "--device", "cpu"]
+def test_resume_gives_the_uninterrupted_result(tiny_run, tmp_path):
+    resumed = ["--resume", str(tiny_run / "epoch_001.pt"), "--set",
+               f"output={tmp_path / 'resumed'}", "--device", "cpu"]
     assert train(resumed) == 0
-    assert same(weights(tmp_path / "full" / "epoch_002.pt"), weights(tmp_path / "resumed" / "epoch_002.pt"))
+    assert same(weights(tiny_run / "epoch_002.pt"), weights(tmp_path / "resumed" / "epoch_002.pt"))
     assert not (tmp_path / "resumed" / "epoch_001.pt").exists()
 
 
@@ -102,13 +92,12 @@ def test_whole_path_propose_train_detect_test(tiny, tmp_path, capsys):
     assert "voc mAP" in capsys.readouterr().out
 
 
-def test_resume_extends_a_finished_run(tiny, tmp_path, capsys):
+def test_resume_extends_a_finished_run(tiny, tiny_run, tmp_path, capsys):
     # A 1-epoch run resumed with solver.epochs=2 ends with the weights of a 2-epoch run.
-    assert run(tiny, tmp_path / "full") == 0
     assert run(tiny, tmp_path / "short", "--set", "solver.epochs=1") == 0
     assert train(["--resume", str(tmp_path / "short" / "last.pt"), "--set", "solver.epochs=2",
                   "--device", "cpu"]) == 0
-    assert same(weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "short" / "last.pt"))
+    assert same(weights(tiny_run / "last.pt"), weights(tmp_path / "short" / "last.pt"))
     assert load_checkpoint(tmp_path / "short" / "last.pt")["config"]["solver"]["epochs"] == 2
     assert "epochs: 2" in (tmp_path / "short" / "config.yaml").read_text()
     assert len((tmp_path / "short" / "metrics.csv").read_text().splitlines()) == 3
@@ -144,10 +133,10 @@ def test_stored_config_names_absolute_paths_and_resumes_from_anywhere(tiny, tmp_
     monkeypatch.chdir(tiny)
     config = yaml.safe_load((tiny / "tiny.yaml").read_text())
     config["data"] = {"gt": ".", "proposals": "cache"}
-    (tiny / "relative.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "relative.yaml").write_text(yaml.safe_dump(config))  # tiny is read-only
     out = os.path.relpath(tmp_path / "rel", tiny)
-    assert train(["--config", "relative.yaml", "--set", "solver.epochs=1", "--set",
-                  f"output={out}", "--device", "cpu"]) == 0
+    assert train(["--config", os.path.relpath(tmp_path / "relative.yaml", tiny), "--set",
+                  "solver.epochs=1", "--set", f"output={out}", "--device", "cpu"]) == 0
     stored = load_checkpoint(tmp_path / "rel" / "last.pt")["config"]
     assert stored["data"]["gt"] == str(tiny) and stored["data"]["proposals"] == str(tiny / "cache")
     assert stored["output"] == str(tmp_path / "rel")
