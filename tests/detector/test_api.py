@@ -5,12 +5,10 @@ import json
 import re
 import subprocess
 import sys
-from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 from torchvision.models import googlenet
 
@@ -121,12 +119,8 @@ def test_a_cache_serves_the_proposals(data, tmp_path):
     assert detector(picture(0), image_id="im0").num_proposals == 2
 
 
-def offline(*args, **kwargs):
-    raise URLError("[Errno -3] Temporary failure in name resolution")
-
-
-def test_imagenet_baseline_from_a_local_weights_file(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+@pytest.mark.usefixtures("no_downloads")
+def test_imagenet_baseline_from_a_local_weights_file(data, tmp_path):
     with pytest.raises(DetectionError, match="--imagenet-weights FILE"):
         Detector.load(device="cpu")
     torch.manual_seed(0)

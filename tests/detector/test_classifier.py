@@ -1,9 +1,8 @@
 """RegionClassifier: shapes, the three initialisations, and clear errors. Never downloads."""
-from urllib.error import URLError
 
 import pytest
 import torch
-from torchvision.models import GoogLeNet_Weights, googlenet
+from torchvision.models import googlenet
 
 from proposals.defaults import MIN_INPUT_SIZE
 from detector.classifier import (RegionClassifier, build_classifier,
@@ -127,11 +126,8 @@ def test_unusable_weights_files(tmp_path):
         build_classifier(2, weights=half, input_size=SIZE)
 
 
-def test_imagenet_download_failure_is_one_line(monkeypatch):
-    def offline(self, *args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(GoogLeNet_Weights, "get_state_dict", offline)
+@pytest.mark.usefixtures("no_downloads")
+def test_imagenet_download_failure_is_one_line():
     for build in (lambda: build_classifier(3, input_size=SIZE), lambda: imagenet_classifier()):
         with pytest.raises(DetectionError) as info:
             build()

@@ -1,12 +1,10 @@
 """The detection path (a `Detector` call on an image and its proposals): output format,
 determinism, batching, ensemble averaging, box regression, the 1,000-class ImageNet path;
 load_ensemble and proposals_for errors."""
-from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torchvision.models import googlenet
 
 from proposals.checkpoint import ModelSpec, save_checkpoint
@@ -146,11 +144,11 @@ def test_box_deltas_are_averaged_over_members_with_a_regression_head(members):
     assert {tuple(round(float(v), 4) for v in b) for b in boxes} == expected
 
 
-def test_imagenet_model_scores_are_a_softmax_over_1000_classes(monkeypatch):
+def test_imagenet_model_scores_are_a_softmax_over_1000_classes(imagenet_weights_path):
     """No background column: the scores of one region over all 1,000 classes sum to 1."""
     torch.manual_seed(0)
     state = googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", lambda *a, **k: state)
+    torch.save(state, imagenet_weights_path)  # what torchvision would download
     ensemble = imagenet_ensemble("cpu")
     assert len(ensemble.classes) == 1000 and ensemble.classes[0] == "tench"
     assert ensemble.members[0].background is False and ensemble.spec.input_size == 224
@@ -160,10 +158,8 @@ def test_imagenet_model_scores_are_a_softmax_over_1000_classes(monkeypatch):
     torch.testing.assert_close(totals, torch.ones(3), rtol=1e-4, atol=1e-4)
 
 
-def test_imagenet_model_without_download_is_a_clear_error(monkeypatch):
-    def offline(*args, **kwargs):
-        raise URLError("no network")
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+@pytest.mark.usefixtures("no_downloads")
+def test_imagenet_model_without_download_is_a_clear_error():
     with pytest.raises(DetectionError, match="cannot download"):
         imagenet_ensemble("cpu")
 

@@ -220,30 +220,39 @@ def test_a_corrupt_failure_record_or_id_file_names_the_file(tmp_path):
         cache.failure("a")
 
 
-def _create_after_barrier(root, scale, barrier, results):
-    barrier.wait()
-    try:
-        ProposalCache.create(root, "selective_search", dict(PARAMS, superpixel_scale=scale))
-        results.put("ok")
-    except DetectionError:
-        results.put("refused")
+def _create_after_barrier(roots, scale, barrier, results):
+    """One of two racers: for each root, wait for the other, then try to create the cache."""
+    for root in roots:
+        barrier.wait(timeout=120)  # a guard: the other racer died
+        try:
+            ProposalCache.create(root, "selective_search", dict(PARAMS, superpixel_scale=scale))
+            results.put((root.name, "ok"))
+        except DetectionError:
+            results.put((root.name, "refused"))
 
 
 def test_concurrent_creation_with_other_parameters_has_one_winner(tmp_path):
     """Two processes released together on a new cache: exactly one may create it, every time."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
-    for trial in range(10):  # the old check let both win in ~40% of trials
-        barrier, results = context.Barrier(2), context.Queue()
-        root = tmp_path / f"c{trial}"
-        workers = [context.Process(target=_create_after_barrier,
-                                   args=(root, scale, barrier, results)) for scale in (1.0, 2.0)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(30)
-        assert sorted(results.get(timeout=5) for _ in workers) == ["ok", "refused"], trial
+    # forkserver: the racers fork from a fresh server process, never from this one, which may
+    # hold torch's and OpenCV's threads (a fork copies their locks, held or not). The two
+    # racers meet at a barrier before each of the 10 caches.
+    context = multiprocessing.get_context("forkserver")
+    roots = [tmp_path / f"c{trial}" for trial in range(10)]  # the old check: both won ~40%
+    barrier, results = context.Barrier(2), context.Queue()
+    racers = [context.Process(target=_create_after_barrier, args=(roots, scale, barrier, results))
+              for scale in (1.0, 2.0)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(300)  # a guard against a hang; the verdict is on what they did
+    assert [racer.exitcode for racer in racers] == [0, 0]
+    outcomes = {root.name: [] for root in roots}
+    for _ in range(2 * len(roots)):
+        name, outcome = results.get(timeout=60)
+        outcomes[name].append(outcome)
+    assert all(sorted(both) == ["ok", "refused"] for both in outcomes.values()), outcomes
 
 
 def test_boxes_past_the_image_they_are_used_with_are_one_error(tmp_path):
