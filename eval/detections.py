@@ -10,7 +10,7 @@ import numpy as np
 
 from eval.boxes import xywh_to_xyxy, xyxy_to_xywh
 from eval.errors import DetectionError
-from eval.inputs import is_number, parse_json, read_text
+from eval.inputs import is_number, parse_json, read_text, shown
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,8 +88,9 @@ def _map_images(results: list, image_ids: Sequence, where: str) -> np.ndarray:
         # True == 1 in Python: a boolean must not pass for image 1.
         found = index.get(image_id) if type(image_id) in (int, str) else None
         if found is None:
-            raise DetectionError(f"{where}: entry {i} names image_id {_short(image_id)}, which is not "
-                                 "in the ground truth; evaluate against the matching dataset")
+            raise DetectionError(f"{where}: entry {i} names image_id {shown(image_id, 80)}, which "
+                                 "is not in the ground truth; evaluate against the matching "
+                                 "dataset")
         out[i] = found
     return out
 
@@ -111,15 +112,11 @@ def _map_categories(results: list, category_ids: Sequence[int], class_names: Seq
             raise DetectionError(f"{where}: entry {i} has neither category_id nor category_name")
         if label is None:
             key = "category_id" if category is not None else "category_name"
-            raise DetectionError(f"{where}: entry {i} names {key} {_short(entry[key])}, which is "
+            raise DetectionError(f"{where}: entry {i} names {key} {shown(entry[key], 80)}, which is "
                                  f"not a class of the ground truth ({len(class_names)} classes); "
                                  "fix the class mapping")
         out[i] = label
     return out
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _numeric_fields(results: list, where: str, may_hold_bools: bool
@@ -172,19 +169,13 @@ def _checked_numbers(results: list, where: str) -> tuple[np.ndarray, np.ndarray]
     for i, entry in enumerate(results):
         box, score = entry.get("bbox"), entry.get("score")
         if not (type(box) is list and len(box) == 4 and all(map(is_number, box))):
-            raise DetectionError(f"{where}: entry {i} has bbox {_short(box)}; expected "
+            raise DetectionError(f"{where}: entry {i} has bbox {shown(box, 80)}; expected "
                                  "[x, y, w, h] finite numbers")
         if not is_number(score):
-            raise DetectionError(f"{where}: entry {i} has score {_short(score)}; expected a "
+            raise DetectionError(f"{where}: entry {i} has score {shown(score, 80)}; expected a "
                                  "finite number")
     return (np.array([e["bbox"] for e in results], np.float64).reshape(-1, 4),
             np.array([e["score"] for e in results], np.float64))
-
-
-def _short(value) -> str:
-    """``repr(value)``, cut to a length that fits an error line."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def to_results(image_id: int | str, category_ids: Sequence[int], boxes, scores, labels) -> list[dict]:

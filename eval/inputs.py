@@ -184,6 +184,13 @@ def is_number(value: object) -> bool:
         return False
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a value read from a file, in an error line
+    (a hostile file's value can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _check_stat(path: Path, info: os.stat_result, kind: str, fix: str) -> None:
     mode = info.st_mode
     if stat.S_ISDIR(mode):

@@ -34,7 +34,7 @@ import torch
 
 from eval.errors import DetectionError
 from proposals.defaults import CONTEXT_PAD, INPUT_SIZE
-from eval.inputs import open_input
+from eval.inputs import open_input, shown
 from eval.outputs import write_atomic
 
 # 2: proposal records carry their MultiBox network (1 stored the MultiBox checkpoint's path).
@@ -172,7 +172,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     check_format(path, payload["format"])
     found = payload.get("kind", "classifier")
     if not isinstance(found, str):
-        raise DetectionError(f"{path}: kind {_shown(found)} is not a checkpoint kind (a name: "
+        raise DetectionError(f"{path}: kind {shown(found)} is not a checkpoint kind (a name: "
                              f"{' or '.join(_REQUIRED)}); {_FROM_TRAIN}")
     kind = kind or found
     if found != kind or kind not in _REQUIRED:
@@ -215,12 +215,12 @@ def model_spec(payload: dict, where: str | os.PathLike) -> ModelSpec:
     record, classes = payload.get("model"), payload.get("classes")
     known = {f.name: f for f in fields(ModelSpec)}
     if not isinstance(record, dict):
-        raise DetectionError(f"{where}: model is {_shown(record)}, not a model description "
+        raise DetectionError(f"{where}: model is {shown(record)}, not a model description "
                              f"(an object of {', '.join(known)}); {_FROM_TRAIN}")
     unknown = [k for k in record if k not in known]
     absent = [n for n, f in known.items() if f.default is MISSING and n not in record]
     if unknown or absent:
-        problem = f"unknown field {_shown(unknown[0])}" if unknown else f"no {absent[0]}"
+        problem = f"unknown field {shown(unknown[0])}" if unknown else f"no {absent[0]}"
         raise DetectionError(f"{where}: malformed model description ({problem}; the fields are "
                              f"{', '.join(known)}); {_FROM_TRAIN}")
     for name, value in record.items():
@@ -228,10 +228,10 @@ def model_spec(payload: dict, where: str | os.PathLike) -> ModelSpec:
         low, high = (False, True) if want is bool else _SPEC_RANGES.get(name, (0, 2**31 - 1))
         if type(value) is not want or not low <= value <= high:
             what = "true or false" if want is bool else f"an integer in {low}..{high}"
-            raise DetectionError(f"{where}: model {name} is {_shown(value)}, not {what}; "
+            raise DetectionError(f"{where}: model {name} is {shown(value)}, not {what}; "
                                  f"{_FROM_TRAIN}")
     if not isinstance(classes, list) or not all(type(c) is str for c in classes):
-        raise DetectionError(f"{where}: classes is {_shown(classes)}, not a list of class "
+        raise DetectionError(f"{where}: classes is {shown(classes)}, not a list of class "
                              f"names; {_FROM_TRAIN}")
     spec = ModelSpec(**record)
     if spec.num_classes != len(classes):
@@ -247,14 +247,8 @@ def _check_proposal_record(record: object, where: str | os.PathLike) -> None:
         return
     if (not isinstance(record, dict) or not isinstance(record.get("method", ""), str)
             or not isinstance(record.get("params", {}), dict)):
-        raise DetectionError(f"{where}: proposals is {_shown(record)}, not a proposal record "
+        raise DetectionError(f"{where}: proposals is {shown(record)}, not a proposal record "
                              "(an object with a method name and its params); " + _FROM_TRAIN)
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for an error line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_ensemble(paths: list[str], payloads: list[dict]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from eval.boxes import xywh_to_xyxy
-from eval.datasets.common import (Dataset, PathLike, _is_int, _read_split, _record, _shown,
+from eval.datasets.common import (Dataset, PathLike, _is_int, _read_split, _record,
                                   _strip_ext, _Tally, read_class_list)
 from eval.errors import DetectionError
-from eval.inputs import is_number, read_json
+from eval.inputs import is_number, read_json, shown
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,7 +55,7 @@ def _coco_index(entries: object, key: str, fields: tuple[str, ...], source: str)
             raise DetectionError(f"{where} must be an object with {', '.join(fields)}; "
                                  f"got {str(entry)[:80]}")
         if not _is_int(entry["id"]) or entry["id"] in by_id:
-            raise DetectionError(f"{where}: id {_shown(entry['id'])} is not a unique integer; "
+            raise DetectionError(f"{where}: id {shown(entry['id'])} is not a unique integer; "
                                  f"give every entry of '{key}' its own integer id")
         by_id[entry["id"]] = entry
     return by_id
@@ -75,7 +75,7 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
     bbox = ann["bbox"]
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(is_number, bbox))):
         raise DetectionError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], "
-                             f"got {_shown(bbox)}; fix the annotation")
+                             f"got {shown(bbox)}; fix the annotation")
     if bbox[2] < 0 or bbox[3] < 0:
         raise DetectionError(f"{where}: bbox {bbox} has a negative width or height; COCO boxes "
                              "are [x, y, width, height], not corner pairs")
@@ -88,12 +88,12 @@ def _coco_annotation(i: int, ann: object, image_pos: dict[int, int], cat_label: 
                              "category or fix the annotation")
     area = ann.get("area", bbox[2] * bbox[3])
     if not is_number(area) or area < 0:
-        raise DetectionError(f"{where}: area {_shown(area)} is not a finite number >= 0; fix or "
+        raise DetectionError(f"{where}: area {shown(area)} is not a finite number >= 0; fix or "
                              "remove it")
     crowd = ann.get("iscrowd", 0)
     # pycocotools takes any truthy value as crowd; "no" would silently become a crowd box.
     if type(crowd) not in (int, bool) or crowd not in (0, 1):
-        raise DetectionError(f"{where}: iscrowd {_shown(crowd)} is not 0, 1, true or false; fix it")
+        raise DetectionError(f"{where}: iscrowd {shown(crowd)} is not 0, 1, true or false; fix it")
     xywh = [float(v) for v in bbox]
     crowd = bool(crowd)
     return ann["id"], image_pos[image], cat_label[label], xywh, float(area), crowd
@@ -129,7 +129,7 @@ def parse_coco_instances(obj: dict, source: str = "<dict>") -> CocoInstances:
         size = images[i]["width"], images[i]["height"]
         if not all(is_number(v) and 0 < v < 2**31 for v in size):
             raise DetectionError(f"{source}: image id {i}: width and height must be positive "
-                                 f"numbers of pixels, got {_shown(size[0])} x {_shown(size[1])}; fix the image "
+                                 f"numbers of pixels, got {shown(size[0])} x {shown(size[1])}; fix the image "
                                  "entry")
     if not isinstance(obj["annotations"], list):
         raise DetectionError(f"{source}: 'annotations' must be a list")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eval.errors import DetectionError
-from eval.inputs import read_text
+from eval.inputs import read_text, shown
 
 PathLike = str | os.PathLike
 
@@ -55,12 +55,6 @@ class Dataset:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error lines about hostile input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _plural(n: int, noun: str) -> str:
@@ -197,7 +191,7 @@ def _read_split(path: PathLike) -> list[tuple[str, int]]:
             reader = csv.DictReader(io.StringIO(text, newline=""))
             if "filename" not in (reader.fieldnames or []):
                 raise DetectionError(f"{path}: no 'filename' column (header: "
-                                     f"{_shown(reader.fieldnames, 120)}); a CSV split needs one")
+                                     f"{shown(reader.fieldnames, 120)}); a CSV split needs one")
             ids = dict.fromkeys(_strip_ext(row["filename"] or "") for row in reader)
         except csv.Error as e:
             raise DetectionError(f"{path}: not a readable CSV split file ({e}); fix it") from None

@@ -6,11 +6,10 @@ import re
 from pathlib import Path
 
 from eval.datasets.common import (Dataset, PathLike, _content_lines, _is_digits,
-                                  _is_map_line, _parse_class_map, _parse_index,
-                                  _shown)
+                                  _is_map_line, _parse_class_map, _parse_index)
 from eval.datasets.voc import _read_xml, _select_xmls, _xml_records
 from eval.errors import DetectionError
-from eval.inputs import read_bytes
+from eval.inputs import read_bytes, shown
 
 _SYNSET = re.compile(r"n\d{8}")
 
@@ -50,7 +49,7 @@ def _read_blacklist(path: PathLike, indices: list[int], lookup: dict[str, int]
         label = _parse_index(cls) if _is_digits(cls) else lookup.get(cls, 0)
         image = _parse_index(tokens[0])
         if image not in position or label is None or not 1 <= label <= len(lookup):
-            raise DetectionError(f"{path} line {lineno}: {_shown(text)} names no image index of the "
+            raise DetectionError(f"{path} line {lineno}: {shown(text)} names no image index of the "
                                  f"split and class of the class map ({len(indices)} images, "
                                  f"{len(lookup)} classes); use the blacklist of this split")
         pairs.add((position[image], label))

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.datasets.common import (Dataset, ImageRecord, PathLike, _class_entries, _plural,
-                                  _read_split, _record, _shown, _strip_ext, _Tally)
+                                  _read_split, _record, _strip_ext, _Tally)
 from eval.errors import DetectionError
-from eval.inputs import check_name, open_input, read_bytes
+from eval.inputs import check_name, open_input, read_bytes, shown
 
 # Tried in this order when an XML's <filename> is not in the image folder (ILSVRC XMLs name the
 # image without its extension).
@@ -42,8 +42,8 @@ def _xml_number(node: ET.Element, tag: str, where: str) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        shown = "missing" if text is None else f"{_shown(text.strip())}, not a number"
-        raise DetectionError(f"{where}: <{tag}> is {shown}; fix the annotation")
+        what = "missing" if text is None else f"{shown(text.strip())}, not a number"
+        raise DetectionError(f"{where}: <{tag}> is {what}; fix the annotation")
     return value
 
 
@@ -87,7 +87,7 @@ def _xml_size(root: ET.Element, tag: str, path: Path) -> int:
     except ValueError:
         value = math.nan
     if not 0 <= value < 2**31:  # also NaN; 0 is how some tools write "unknown"
-        raise DetectionError(f"{path}: <{tag}> is {_shown(text)}, not a number of pixels; fix it, "
+        raise DetectionError(f"{path}: <{tag}> is {shown(text)}, not a number of pixels; fix it, "
                              "or delete <size> to take the size from the image")
     return int(value)
 
