@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CKPT",
                    help="continue a run from its checkpoint, with its own config; --set may "
                         "change solver.epochs (to extend it), solver.eval_every and output")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the output folder (its checkpoints, config.yaml and "
+                        "metrics.csv); without it, a folder holding a run is refused")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
     return p
 
 
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     pick_device(args.device)
     check_output_dir(config.output, f"{where}: output")
-    train(config, device=args.device, resume=args.resume)
+    train(config, device=args.device, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

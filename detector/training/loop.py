@@ -25,7 +25,7 @@ from proposals.workers import data_loader
 from eval.config import to_dict
 from eval.errors import DetectionError
 from eval.outputs import write_atomic
-from detector.training.run_files import MetricsLog
+from detector.training.run_files import MetricsLog, check_fresh_output, clear_run
 from detector.training.classifier import classifier_run
 from detector.training.config import (AnyTrainConfig, Solver, absolute_paths, check_resumable,
                                       config_from_dict, config_yaml)
@@ -33,12 +33,14 @@ from detector.training.core import capture_rng, restore_rng, train_one_epoch
 
 
 def train(config: AnyTrainConfig, *, device: str = "auto",
-          resume: str | os.PathLike | None = None) -> Path:
+          resume: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Train ``config``'s network (``task``: classifier or multibox); returns ``last.pt``.
 
     ``device``: auto, cpu, cuda, cuda:N (under torchrun, ``cuda`` is the rank's GPU).
     ``resume``: a checkpoint of this run; ``config`` must equal its stored config except for
     `RESUMABLE` keys. A run already at ``solver.epochs`` prints so and returns without work.
+    Without ``resume``, an output folder that holds a run is refused unless ``overwrite``
+    (its files are then deleted before the first step).
     Everything a user can get wrong is checked before the first step.
     """
     # Stored in every checkpoint and config.yaml: paths that mean the same from any folder.
@@ -50,6 +52,7 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
             print(f"{resume}: the run already finished its {start} epochs; to extend it, resume "
                   f"with --set solver.epochs=N (N > {start})")
             return Path(config.output) / "last.pt"
+    old_run = [] if resume is not None else check_fresh_output(Path(config.output), overwrite)
     dev = devices.pick_device(device)
     rank, world = devices.world()
     devices.join_process_group(dev)
@@ -65,6 +68,7 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
         restore(payload, run.model, optimizer, schedule, str(resume))
     net = run.model if world == 1 else torch.nn.parallel.DistributedDataParallel(run.model)
     if rank == 0:
+        clear_run(old_run)  # --overwrite: only now that everything is checked
         write_atomic(out / "config.yaml", config_yaml(config))
     log = MetricsLog(out, run.columns, enabled=rank == 0, fresh=start == 0)
     try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from eval.errors import DetectionError
 from eval.outputs import append_text
 
 
@@ -15,6 +17,37 @@ def write_checkpoint(out: Path, save: Callable[..., None], **payload) -> None:
     (atomically: a run killed mid-write leaves the previous file whole)."""
     save(out / f"epoch_{payload['epoch']:03d}.pt", **payload)
     save(out / "last.pt", **payload)
+
+
+def run_files(out: Path) -> list[Path]:
+    """What a training run leaves in its folder ``out`` (sorted; none if it holds no run)."""
+    if not out.is_dir():
+        return []
+    names = {"last.pt", "config.yaml", "metrics.csv", "tensorboard"}
+    return sorted(p for p in out.iterdir() if p.name in names
+                  or (p.name.startswith("epoch_") and p.name.endswith(".pt")))
+
+
+def check_fresh_output(out: Path, overwrite: bool) -> list[Path]:
+    """A new run's folder must not hold another run, unless ``overwrite`` (then its files are
+    returned, for `clear_run`): replacing ``last.pt`` and ``metrics.csv`` while the old
+    ``epoch_NNN.pt`` stay would mix two runs."""
+    found = run_files(out)
+    if found and not overwrite:
+        shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise DetectionError(f"output {out}: holds a training run ({shown}); continue it with "
+                             f"--resume {out / 'last.pt'}, replace it with --overwrite "
+                             "(overwrite=True), or set output=ANOTHER_FOLDER")
+    return found
+
+
+def clear_run(files: list[Path]) -> None:
+    """Delete an old run's files (`check_fresh_output` with ``overwrite``)."""
+    for path in files:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class MetricsLog:

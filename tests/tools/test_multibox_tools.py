@@ -114,11 +114,13 @@ output: {tmp_path / 'det'}
     assert json.loads((tmp_path / "dets" / "detections.json").read_text())
     # The config asks for 6 MultiBox boxes now: the cache of 5 is refused, by name.
     capsys.readouterr()
-    assert train(["--config", str(tmp_path / "combined.yaml"), "--device", "cpu",
+    # (--overwrite: the folder holds the first run, which stays whole when the new one is refused.)
+    assert train(["--config", str(tmp_path / "combined.yaml"), "--device", "cpu", "--overwrite",
                   "--set", "proposals.multibox_top=6"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'cache'}: this cache holds {COMBINED} proposals" in err
     assert "tools/propose.py --config" in err
+    assert load_checkpoint(tmp_path / "det" / "last.pt")["epoch"] == 1
 
 
 def test_a_combined_model_is_one_file(tiny, multibox, tmp_path, monkeypatch):
