@@ -24,7 +24,7 @@ from tqdm import tqdm
 from eval.datasets import Dataset, read_image
 from eval.datasets.images import TruncatedImageWarning, list_image_files
 from eval.errors import DetectionError
-from eval.recall import proposal_recall
+from eval.recall import evaluate_proposals
 from proposals.cache import ProposalCache
 from proposals.combined import Proposer, build_proposer
 from proposals.config import ProposalConfig
@@ -183,9 +183,7 @@ def print_cache_summary(cache: ProposalCache, jobs: list[Job], dataset: Dataset 
     if dataset is None or not have:
         return
     records = [dataset.images[i] for i in have]
-    gt = [r.boxes[~r.iscrowd] for r in records]
-    proposals = [cache.load(r.image_id) for r in records]
-    result = proposal_recall(gt, proposals)
+    result = evaluate_proposals(records, [cache.load(r.image_id) for r in records])
     print(result.format_table())
     print(f"recall@0.5 {result.recall_at(0.5):.3f}  recall@0.7 {result.recall_at(0.7):.3f}  "
           f"average recall {result.average_recall[-1]:.3f}  ({result.num_gt} objects)")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eval.errors import DetectionError
-from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
+from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, PRECISIONS, REGION_BATCH, SCORE_THRESHOLD
 
 # The modules that only the `detect` extra installs, and the line that says so.
 _EXTRA_MODULES = {"torch", "torchvision", "cv2", "scipy"}
@@ -95,7 +95,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, "
                         "cuda:N (default: auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
                         "(default: auto)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,

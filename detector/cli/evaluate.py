@@ -7,6 +7,7 @@ Torch-free, like the whole evaluation path.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from detector.cli.common import add_dataset_arguments, add_protocol_argument, run_main
@@ -100,3 +101,7 @@ def check_outputs(args: argparse.Namespace) -> list[Path]:
 
             plot_format(path)
     return outputs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,7 @@ printed at the end. The library: `proposals.extract` (``propose_to_cache``, ``fo
 from __future__ import annotations
 
 import argparse
+import sys
 import math
 
 from dataclasses import asdict
@@ -236,3 +237,7 @@ def list_jobs(gt: str | None, images: str | None, classes: str | None, split: st
     if rank == 0:
         extract.print_skipped(skipped)
     return None, jobs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

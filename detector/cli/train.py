@@ -6,6 +6,7 @@ Torch-free at import: the library is imported inside `run`, so a missing torch i
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 
 from detector.cli.common import run_main
@@ -84,3 +85,7 @@ def read_config(args: argparse.Namespace):
     from detector.training.config import load_train_config
 
     return load_train_config(args.config, overrides), args.config
+
+
+if __name__ == "__main__":
+    sys.exit(main())
