@@ -15,7 +15,7 @@ import importlib
 # The public face: name -> the module that defines it.
 _PUBLIC = {
     "Detector": "detector.api",
-    "DetectionResult": "detector.api",
+    "DetectionResult": "detector.pipeline",
     "PostProcess": "detector.postprocess",
     "train": "detector.training.loop",
     "load_train_config": "detector.training.config",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,10 @@ from proposals.checkpoint import ModelSpec
 from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
 from eval.errors import DetectionError
-from detector.pipeline import (Ensemble, classify_regions, imagenet_ensemble, load_ensemble,
-                               proposals_for)
+from detector.pipeline import (DetectionResult, Ensemble, classify_regions, imagenet_ensemble,
+                               load_ensemble, proposals_for)
 from detector.postprocess import PostProcess
-from detector.prefetch import Failure, prefetch_inputs
+from detector.prefetch import prefetch_inputs
 from proposals import devices
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
@@ -43,35 +43,6 @@ from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRES
 from proposals.networks import channels_first, normalize_image
 
 Proposer = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True, eq=False)
-class DetectionResult:
-    """One image's detections, best first.
-
-    ``boxes`` float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` pixels of the stored image grid,
-    ``scores`` float32 ``[N]`` (the ensemble's mean softmax), ``labels`` int64 ``[N]`` in 1..K.
-    ``image_id`` / ``path`` say which image (None for an array given without them).
-    ``num_proposals``: regions classified. ``error``: why the image could not be done
-    (`Detector.detect_many` with ``keep_going=True``; the arrays are then empty).
-    ``image``: the decoded RGB pixels (detect_many's results only, for drawing; not gathered
-    across ranks).
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    image_id: int | str | None = None
-    path: str | None = None
-    num_proposals: int = 0
-    error: str | None = None
-    image: np.ndarray | None = field(default=None, repr=False)
-
-    @classmethod
-    def failed(cls, image_id: int | str, path: str, reason: str) -> "DetectionResult":
-        """The result of an image that could not be read or proposed."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                   image_id, path, 0, reason)
 
 
 def inference_path_for(device: torch.device, precision: str = "auto",
@@ -222,8 +193,8 @@ class Detector:
                                  workers=workers, keep_going=keep_going)
         with contextlib.closing(inputs):  # an error here stops the workers at once
             for item in inputs:
-                if isinstance(item, Failure):
-                    yield DetectionResult.failed(*item)
+                if isinstance(item, DetectionResult):  # keep_going: an image that failed
+                    yield item
                     continue
                 image_id, path, image, proposals = item
                 yield replace(self._detect(image, proposals, image_id, path), image=image)

@@ -1,7 +1,8 @@
 """The parts of the detection path that `detector.Detector` puts together: the ensemble
 (`load_ensemble` from checkpoints, or `imagenet_ensemble`, R-CNN's "no fine-tuning" baseline,
 from torchvision's 1,000-class GoogLeNet), its verdict on warped regions (`classify_regions`),
-and each image with its proposals (`load_input`, `proposals_for`: from a cache or computed on
+what it returns (`DetectionResult`), and each image with its proposals (`load_input`,
+`proposals_for`: from a cache or computed on
 the fly as the checkpoint's were, by `proposals.combined.proposer_for`: selective search, plus
 MultiBox where it was trained so).
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +29,35 @@ from proposals.defaults import REGION_BATCH
 from proposals.cache import ProposalCache
 from proposals.combined import (SELECTIVE_SEARCH, MultiBoxSource, Proposer,
                                 embedded_multibox)
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionResult:
+    """One image's detections, best first.
+
+    ``boxes`` float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` pixels of the stored image grid,
+    ``scores`` float32 ``[N]`` (the ensemble's mean softmax), ``labels`` int64 ``[N]`` in 1..K.
+    ``image_id`` / ``path`` say which image (None for an array given without them).
+    ``num_proposals``: regions classified. ``error``: why the image could not be done
+    (`Detector.detect_many` with ``keep_going=True``; the arrays are then empty).
+    ``image``: the decoded RGB pixels (detect_many's results only, for drawing; not gathered
+    across ranks).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    image_id: int | str | None = None
+    path: str | None = None
+    num_proposals: int = 0
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, image_id: int | str, path: str, reason: str) -> "DetectionResult":
+        """The result of an image that could not be read or proposed."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                   image_id, path, 0, reason)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,24 +161,14 @@ def proposals_for(image: np.ndarray, image_id: int | str, path: str, *,
     return boxes
 
 
-def iter_inputs(items: Iterable[tuple[int | str, str]], *, cache: ProposalCache | None = None,
-                proposer: Callable[[np.ndarray], np.ndarray] | None = None
-                ) -> Iterator[tuple[int | str, str, np.ndarray, np.ndarray]]:
-    """``(image_id, path)`` pairs -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
-
-    One image at a time, in order. A separate stage on purpose: its prefetching version,
-    `detector.prefetch.prefetch_inputs` (reading and proposing the next images in worker
-    processes while the GPU classifies this one), replaces it as is. Images are read in their
-    stored pixel grid, never EXIF-rotated: annotations and proposal caches refer to it.
-    """
-    for item in items:
-        yield load_input(item, cache=cache, proposer=proposer)
-
-
 def load_input(item: tuple[int | str, str], *, cache: ProposalCache | None = None,
                proposer: Callable[[np.ndarray], np.ndarray] | None = None
                ) -> tuple[int | str, str, np.ndarray, np.ndarray]:
-    """One ``(image_id, path)`` -> ``(image_id, path, image, proposals)``: `iter_inputs`' step."""
+    """One ``(image_id, path)`` -> ``(image_id, path, image [H, W, 3] uint8, proposals [N, 4])``.
+
+    Images are read in their stored pixel grid, never EXIF-rotated: annotations and proposal
+    caches refer to it. `detector.prefetch.prefetch_inputs` runs it ahead in worker processes.
+    """
     image_id, path = item
     image = read_image(path)
     return image_id, path, image, proposals_for(image, image_id, path, cache=cache,

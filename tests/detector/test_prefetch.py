@@ -1,4 +1,4 @@
-"""prefetch_inputs: iter_inputs' output through a worker pool, errors at their image, a bounded
+"""prefetch_inputs: load_input's output through a worker pool, errors at their image, a bounded
 window, a worker's death as one error, and a pool that is gone once the consumer stops."""
 import multiprocessing
 import os
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from eval.errors import DetectionError
-from detector.pipeline import iter_inputs
+from detector.pipeline import DetectionResult, load_input
 from detector.prefetch import prefetch_inputs
 from proposals.combined import Proposer
 from proposals.config import SelectiveSearchConfig
@@ -49,9 +49,15 @@ def items(tmp_path_factory):
     return found
 
 
+def in_process(items):
+    """What the pool must yield: `load_input` of each item in turn, here."""
+    for item in items:
+        yield load_input(item, proposer=SMALL_SEARCH)
+
+
 @pytest.mark.parametrize("workers", [0, 2])  # 1 worker: the tests below
-def test_yields_exactly_what_iter_inputs_yields(items, workers):
-    expected = list(iter_inputs(items, proposer=SMALL_SEARCH))
+def test_yields_exactly_what_load_input_yields(items, workers):
+    expected = list(in_process(items))
     got = list(prefetch_inputs(items, proposer=SMALL_SEARCH, workers=workers, ahead=1))
     assert [g[:2] for g in got] == [e[:2] for e in expected] == items  # same ids, same order
     for (_, _, image, boxes), (_, _, image_ref, boxes_ref) in zip(got, expected):
@@ -65,7 +71,7 @@ def test_an_unreadable_image_raises_its_error_at_that_image(items, tmp_path):
     broken.write_bytes(b"not a png")
     listed = [items[0], ("broken", str(broken)), items[1]]
     with pytest.raises(DetectionError) as direct:
-        list(iter_inputs(listed, proposer=SMALL_SEARCH))
+        list(in_process(listed))
     inputs = prefetch_inputs(listed, proposer=SMALL_SEARCH, workers=1)
     assert next(inputs)[0] == "im0"
     with pytest.raises(DetectionError) as through_pool:
@@ -115,13 +121,13 @@ def test_rejects_negative_workers(items):
 
 
 def test_keep_going_yields_a_failure_in_the_image_s_place(items, tmp_path):
-    from detector.prefetch import Failure
-
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
     listed = [items[0], ("bad", str(tmp_path / "bad.png")), items[1]]
     got = list(prefetch_inputs(listed, proposer=SMALL_SEARCH, workers=1, keep_going=True))
-    assert isinstance(got[1], Failure) and got[1][:2] == listed[1] and "bad.png" in got[1].reason
-    expected = list(iter_inputs([items[0], items[1]], proposer=SMALL_SEARCH))
+    failed = got[1]
+    assert isinstance(failed, DetectionResult) and (failed.image_id, failed.path) == listed[1]
+    assert "bad.png" in failed.error and len(failed.boxes) == 0
+    expected = list(in_process([items[0], items[1]]))
     for want, have in zip(expected, (got[0], got[2])):
         assert want[:2] == have[:2] and np.array_equal(want[2], have[2])
         assert np.array_equal(want[3], have[3])
