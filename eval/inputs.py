@@ -45,7 +45,8 @@ LIMITS = {
     "boxes": 1 * _GiB,         # one image's cached proposals (.npy)
     "checkpoint": 16 * _GiB,
     "image": 2 * _GiB,
-    "proposals": 64 * _GiB,    # another toolkit's proposal file (a whole data set's boxes)
+    "proposals": 64 * _GiB,
+    "script": 16 * _MiB,       # a user's main script, read to find its __main__ guard    # another toolkit's proposal file (a whole data set's boxes)
 }
 
 

@@ -41,6 +41,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 from eval.errors import DetectionError
+from eval.inputs import read_bytes
 from proposals.interrupts import deferred, raise_if_interrupted, signal_name
 
 START_METHOD = "spawn"
@@ -316,9 +317,8 @@ def _guarded(path: str, line: int) -> bool:
     """Whether ``line`` of ``path`` is under ``if __name__ == "__main__":`` (True when the
     script cannot be read: the workers check again)."""
     try:
-        with open(path, "rb") as f:
-            tree = ast.parse(f.read(), path)
-    except (OSError, SyntaxError, ValueError):
+        tree = ast.parse(read_bytes(path, "script"), path)
+    except (DetectionError, SyntaxError, ValueError):
         return True
     return any(isinstance(node, ast.If) and _is_main_test(node.test)
                and node.body[0].lineno <= line <= node.body[-1].end_lineno

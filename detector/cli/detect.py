@@ -145,7 +145,7 @@ def list_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[st
             if not files:
                 raise DetectionError(f"{path}: no image files in this folder; give image files "
                                      "or a folder that holds some")
-        elif path.is_file():
+        elif path.exists():  # a file, or something the image door refuses by name
             files = [path]
         else:
             raise DetectionError(f"{path}: no such image file or folder; check the path")

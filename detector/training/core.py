@@ -96,7 +96,8 @@ class RegionBatches(EpochBatches):
         image = torch.from_numpy(read_image(record.file_name)).permute(2, 0, 1).contiguous()
         gt_boxes = torch.from_numpy(record.boxes[~record.iscrowd])
         gt_labels = torch.from_numpy(record.labels[~record.iscrowd])
-        regions = with_ground_truth(torch.from_numpy(self.cache.load(record.image_id)), gt_boxes)
+        boxes = self.cache.load(record.image_id, (image.shape[2], image.shape[1]))  # real size
+        regions = with_ground_truth(torch.from_numpy(boxes), gt_boxes)
         assigned = label_regions(regions, gt_boxes, gt_labels)
         keep = sample_regions(assigned.labels, self.fg_per_image,
                               self.regions_per_image - self.fg_per_image, generator)

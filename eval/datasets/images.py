@@ -26,15 +26,14 @@ class TruncatedImageWarning(UserWarning):
     """A truncated image file was read with its missing end filled in by the decoder."""
 
 
-def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
+def read_image(path: PathLike) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3], in its stored pixel grid.
 
     Every Pillow mode becomes RGB: alpha and palette transparency are dropped, 16-bit samples
     keep their high byte (``value >> 8``), 32-bit integer and float samples are clipped to
     0..255, CMYK and YCbCr go through Pillow's conversion. EXIF orientation is NOT applied by
     default: VOC, COCO and ILSVRC boxes, and their recorded width/height, refer to the stored
-    pixels, so rotating the pixels would misplace every box. ``apply_exif=True`` rotates to the
-    display orientation (`PIL.ImageOps.exif_transpose`), for images without annotations.
+    pixels, so rotating the pixels would misplace every box.
 
     Damaged files: a slightly truncated one (a photo copied while it was written, a download
     cut short: at most `MAX_MISSING_ROWS` of its rows lost) is read with a
@@ -45,7 +44,7 @@ def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
     from PIL import Image
 
     try:
-        return _decode(path, apply_exif)
+        return _decode(path)
     except Image.DecompressionBombError as e:
         raise DetectionError(
             f"image {path} is refused as a possible decompression bomb ({e}); if you trust "
@@ -60,17 +59,17 @@ def read_image(path: PathLike, apply_exif: bool = False) -> np.ndarray:
                                  "it") from None
     except (SyntaxError, ValueError) as e:
         raise DetectionError(f"cannot decode image {path}: {e}; re-download or remove it") from None
-    return _read_truncated(path, apply_exif)
+    return _read_truncated(path)
 
 
-def _decode(path: PathLike, apply_exif: bool) -> np.ndarray:
+def _decode(path: PathLike) -> np.ndarray:
     """Decode through the input door: a FIFO or device named like an image is one error, unread,
     never a hang."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with open_input(path, "image", "re-download or remove it") as f, Image.open(f) as im:
         im.load()  # decode here, so a truncated file fails inside the caller's try
-        return _to_rgb(ImageOps.exif_transpose(im) if apply_exif else im)
+        return _to_rgb(im)
 
 
 def _truncated(error: OSError) -> bool:
@@ -78,7 +77,7 @@ def _truncated(error: OSError) -> bool:
     return "truncated" in str(error) or "broken data stream" in str(error)
 
 
-def _read_truncated(path: PathLike, apply_exif: bool) -> np.ndarray:
+def _read_truncated(path: PathLike) -> np.ndarray:
     """Decode a truncated file with Pillow's LOAD_TRUNCATED_IMAGES set for this decode only;
     refuse it if too much is missing, else warn and return it."""
     from PIL import ImageFile
@@ -87,15 +86,14 @@ def _read_truncated(path: PathLike, apply_exif: bool) -> np.ndarray:
         saved = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
-            stored = _decode(path, apply_exif=False)
-            image = _decode(path, apply_exif) if apply_exif else stored
+            image = _decode(path)
         except (OSError, SyntaxError, ValueError) as e:
             raise DetectionError(f"cannot decode image {path}: it is truncated ({e}); "
                                  "re-download or remove it") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = saved
-    missing = _missing_rows(stored)
-    height = stored.shape[0]
+    missing = _missing_rows(image)
+    height = image.shape[0]
     if missing > MAX_MISSING_ROWS * height:
         raise DetectionError(f"cannot decode image {path}: it is truncated, {missing} of its "
                              f"{height} rows are missing; re-download or remove it")

@@ -102,17 +102,17 @@ def test_a_default_batch_holds_32_foreground_and_96_background_regions(tmp_path)
     bg = [[60 + d, 60, 90 + d, 90] for d in range(0, 10)] * 10                # no overlap
     proposals = np.array(fg + bg, np.float32)
 
-    class Cache:
-        def load(self, image_id):
-            return proposals
+    from proposals.cache import ProposalCache
 
+    cache = ProposalCache.create(tmp_path / "cache", "selective_search", {})
     records = []
     for i in range(2):
         Image.fromarray(np.full((100, 100, 3), 100 + i, np.uint8)).save(tmp_path / f"{i}.png")
+        cache.save(i, proposals)
         records.append(ImageRecord(i, str(tmp_path / f"{i}.png"), 100, 100, gt,
                                    np.array([1]), np.zeros(1, bool), np.zeros(1, bool),
                                    np.zeros(1)))
-    batches = RegionBatches(records, Cache(), seed=0)
+    batches = RegionBatches(records, cache, seed=0)
     assert len(batches) == 1
     samples = batches[0]
     labels = torch.cat([s.labels for s in samples])
