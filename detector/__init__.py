@@ -10,7 +10,7 @@ without torch.
 """
 from __future__ import annotations
 
-import importlib
+from eval.lazy import lazy_attributes
 
 # The public face: name -> the module that defines it.
 _PUBLIC = {
@@ -20,10 +20,6 @@ _PUBLIC = {
     "train": "detector.training.loop",
     "load_train_config": "detector.training.config",
 }
-__all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'detector' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -12,7 +12,7 @@ training config), which the rest needs.
 """
 from __future__ import annotations
 
-import importlib
+from eval.lazy import lazy_attributes
 
 # The public face: name -> the module that defines it.
 _PUBLIC = {
@@ -29,7 +29,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'proposals' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)
