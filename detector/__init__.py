@@ -20,6 +20,5 @@ _PUBLIC = {
     "train": "detector.training.loop",
     "load_train_config": "detector.training.config",
 }
-
-
+__all__ = sorted(_PUBLIC)
 __getattr__ = lazy_attributes(__name__, _PUBLIC)

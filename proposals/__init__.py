@@ -27,6 +27,4 @@ _PUBLIC = {
     "propose_to_cache": "proposals.extract",
 }
 __all__ = sorted(_PUBLIC)
-
-
 __getattr__ = lazy_attributes(__name__, _PUBLIC)
