@@ -16,6 +16,7 @@ disk must stay readable by the team. Replacing a file keeps its mode. Temporary 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -245,3 +246,35 @@ def _writable_folder(folder: Path, flag: str, target: Path) -> None:
     except OSError as e:
         raise DetectionError(f"{flag} {target}: cannot write there ({e.strerror or e}); choose "
                              "another path") from None
+
+
+class JsonLines:
+    """Records written as they are finished, one JSON line each (`append_text`): a run stopped
+    at any point keeps every record it finished, and `read` gives them back in the order
+    written (a last line cut short by the stop is left out)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def append(self, record: dict) -> None:
+        append_text(self.path, json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        """The finished records; none when the file does not exist."""
+        from eval.inputs import parse_json, read_text
+
+        if not self.path.exists():
+            return []
+        lines = read_text(self.path, "detections", "delete it to start afresh").splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(parse_json(line, f"{self.path} line {number}",
+                                          "delete the file to start afresh"))
+            except DetectionError:
+                if number < len(lines):  # only the last line can have been cut short
+                    raise
+        return records
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -30,10 +30,13 @@ from detector.cli.common import (add_inference_arguments, check_cache_holds,
                                  check_inference_arguments, inference_options, report_failures,
                                  run_main)
 from eval.errors import DetectionError
-from eval.outputs import check_not_an_input, check_output_dir, check_output_file, identities
+from eval.outputs import (JsonLines, check_not_an_input, check_output_dir, check_output_file,
+                          identities)
 from proposals.defaults import SHOW_THRESHOLD
 
 RESULTS_NAME = "detections.json"
+# Each rank's results as they come, removed once detections.json holds them.
+PARTIAL_NAME = "detections.partial.{rank}.jsonl"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposals", metavar="CACHE",
                    help="read proposals from this propose-command cache (key: the file's stem) "
                         "instead of computing them; it must hold every input image")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the images that a stopped run into the same --out finished (kept "
+                        "in its detections.partial.*.jsonl) and write detections.json of all")
     add_inference_arguments(p)
     return p
 
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from detector.api import Detector
     from detector.drawing import draw
     from detector.evaluation import results_of
+    from detector.pipeline import DetectionResult
     from eval.outputs import write_atomic
     from tqdm import tqdm
 
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     known = identities(sources)
     targets = {path: annotated_path(out, path, known) for path in sources}  # clashes refused
     check_output_file(out / RESULTS_NAME, "--out", sources)
+    finished = finished_images(out) if args.resume else {}
+    todo = [item for item in items if item[0] not in finished]
     device = devices.pick_device(args.device)
     devices.join_process_group(device)
     detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
@@ -102,31 +111,60 @@ def run(args: argparse.Namespace) -> int:
     if detector.cache is not None:
         check_cache_holds(detector.cache, [image_id for image_id, _ in items], args.proposals)
     rank = devices.world()[0]
+    partial = JsonLines(out / PARTIAL_NAME.format(rank=rank))  # results as they come
+    partial.remove()  # this rank's records of a run before the one resumed are all read
     if rank == 0:
         report_skipped(skipped)
+        if finished:
+            print(f"resuming: {len(finished)} of {len(items)} images finished before")
         print(detector.describe())
 
     def show(result) -> None:
         if result.error is not None:
             tqdm.write(f"{result.path}: FAILED: {result.error}", file=sys.stderr)
-            return
-        shown = result.scores > args.show_threshold  # the Detector's comparison
-        tqdm.write(format_detections(result, detector.classes, shown, args.show_threshold,
-                                     detector.postprocess.score_threshold))
-        draw(result.image, detector.classes, result.boxes[shown], result.scores[shown],
-             result.labels[shown], targets[result.path])
+        else:
+            shown = result.scores > args.show_threshold  # the Detector's comparison
+            tqdm.write(format_detections(result, detector.classes, shown, args.show_threshold,
+                                         detector.postprocess.score_threshold))
+            draw(result.image, detector.classes, result.boxes[shown], result.scores[shown],
+                 result.labels[shown], targets[result.path])
+        # Finished (its annotated copy written): kept, whatever stops the run after this.
+        partial.append({"image_id": result.image_id, "path": result.path, "error": result.error,
+                        "rows": results_of([result], range(1, len(detector.classes) + 1))})
 
-    results = distributed.detect_sharded(detector, items, workers=args.workers,
-                                         keep_going=True, each=show, progress="detect")
+    try:
+        results = distributed.detect_sharded(detector, todo, workers=args.workers,
+                                             keep_going=True, each=show, progress="detect")
+    except KeyboardInterrupt:
+        print(f"stopped: the images finished so far are kept in {out}/ "
+              f"({PARTIAL_NAME.format(rank='*')}); the same command with --resume finishes "
+              "the rest", file=sys.stderr)
+        raise
     devices.leave_process_group()
     if results is None:  # not rank 0: rank 0 writes and reports
         return 0
-    done = [r for r in results if r.error is None]
-    rows = results_of(done, range(1, len(detector.classes) + 1))
+    records = {**finished, **{r.image_id: {"path": r.path, "error": r.error,
+                                           "rows": results_of([r], range(1, len(detector.classes)
+                                                                     + 1))}
+                              for r in results}}
+    ordered = [records[image_id] for image_id, _ in items]  # the one-process order
+    rows = [row for record in ordered if record["error"] is None for row in record["rows"]]
     write_atomic(out / RESULTS_NAME, json.dumps(rows) + "\n")
-    print(f"wrote {len(rows)} detections of {len(done)} image(s) to {out / RESULTS_NAME}, "
-          f"annotated images to {out}/")
-    return report_failures([r for r in results if r.error is not None], len(results))
+    for path in out.glob(PARTIAL_NAME.format(rank="*")):
+        path.unlink(missing_ok=True)  # detections.json holds them now
+    failed = [DetectionResult.failed(image_id, r["path"], r["error"])
+              for (image_id, _), r in zip(items, ordered) if r["error"] is not None]
+    print(f"wrote {len(rows)} detections of {len(items) - len(failed)} image(s) to "
+          f"{out / RESULTS_NAME}, annotated images to {out}/")
+    return report_failures(failed, len(items))
+
+
+def finished_images(out: Path) -> dict:
+    """image id -> its record (path, error, rows) for every image that stopped runs into
+    ``out`` finished (their detections.partial.*.jsonl)."""
+    return {record["image_id"]: record
+            for path in sorted(out.glob(PARTIAL_NAME.format(rank="*")))
+            for record in JsonLines(path).read()}
 
 
 def list_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
