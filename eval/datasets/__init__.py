@@ -17,7 +17,8 @@ from pathlib import Path
 from eval.datasets.coco import (CocoInstances, _coco_subset, coco_class_mask, coco_dataset,
                                 coco_split_mask, load_coco, load_coco_instances,
                                 parse_coco_instances, subset_coco_instances)
-from eval.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list)
+from eval.datasets.common import (Dataset, ImageRecord, PathLike, read_class_list,
+                                  with_image_sizes)
 from eval.datasets.ilsvrc import _has_synset_names, _is_class_map, load_ilsvrc
 from eval.datasets.images import read_image
 from eval.datasets.voc import load_voc, load_voc_folder
@@ -27,7 +28,7 @@ from eval.inputs import check_name
 __all__ = ["CocoInstances", "Dataset", "ImageRecord", "coco_class_mask", "coco_dataset",
            "coco_split_mask", "load_coco", "load_coco_instances", "load_dataset", "load_ilsvrc",
            "load_voc", "load_voc_folder", "parse_coco_instances", "read_class_list", "read_image",
-           "subset_coco_instances"]
+           "subset_coco_instances", "with_image_sizes"]
 
 
 def load_dataset(gt: PathLike, images: PathLike | None = None, classes: PathLike | None = None,

@@ -173,16 +173,16 @@ def load_coco(annotations: PathLike | dict, image_root: PathLike | None = None) 
 def coco_dataset(inst: CocoInstances, image_root: PathLike | None = None) -> Dataset:
     """`CocoInstances` -> `Dataset`.
 
-    ``(x, y, w, h)`` becomes ``(x, y, x + w, y + h)``, clipped to the image; boxes empty after
-    clipping are dropped (both counted in one warning). ``image_id`` is the COCO id, labels follow
-    the sorted category ids, ``areas`` are COCO's ``area`` (what small/medium/large use).
+    ``(x, y, w, h)`` becomes ``(x, y, x + w, y + h)``, every box kept as annotated (as
+    pycocotools keeps it): one reaching past its image is not clipped, a zero-size one is not
+    dropped (both counted in one warning). ``image_id`` is the COCO id, labels follow the sorted
+    category ids, ``areas`` are COCO's ``area`` (what small/medium/large use).
     """
     sizes = np.stack([inst.widths, inst.heights], axis=1)[inst.ann_image]
     tally = _Tally()
-    boxes, keep = tally.clip(xywh_to_xyxy(inst.ann_bbox), sizes)
-    tally.warn(inst.source)
+    boxes = tally.check(xywh_to_xyxy(inst.ann_bbox), sizes)
+    tally.warn(inst.source, "the file's width and height")
     order = np.argsort(inst.ann_image, kind="stable")  # grouped by image, file order within
-    order = order[keep[order]]
     counts = np.bincount(inst.ann_image[order], minlength=len(inst.image_ids))
     groups = np.split(order, np.cumsum(counts)[:-1])
     root = None if image_root is None else str(image_root)

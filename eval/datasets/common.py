@@ -1,12 +1,13 @@
-"""What every dataset reader shares: `ImageRecord`, `Dataset`, class lists, split files, and
-the clipping tally. NumPy only (the evaluation path must not need torch)."""
+"""What every dataset reader shares: `ImageRecord`, `Dataset`, class lists, split files, the
+tally of ground-truth oddities, and the real image size where an image is read. NumPy only (the evaluation path must not need torch)."""
 from __future__ import annotations
 
 import csv
 import io
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,10 +21,15 @@ PathLike = str | os.PathLike
 class ImageRecord:
     """One image and its ground truth.
 
-    ``boxes`` float32 [N, 4] xyxy in the image's pixels (continuous: width = x2 - x1,
-    0 <= x1 < x2 <= width); ``labels`` int64 [N] in 1..K; ``difficult`` bool [N] (PASCAL VOC:
-    neither true nor false positive); ``iscrowd`` bool [N] (COCO: ignored); ``areas`` float64
-    [N], COCO's annotation ``area`` (the segment's area) or the box area for other formats.
+    ``boxes`` float32 [N, 4] xyxy in the image's pixels (continuous: width = x2 - x1), as
+    annotated: never clipped to the image, as the devkits never clip ground truth; x1 <= x2 and
+    y1 <= y2, equal only for COCO's zero-size bboxes, which pycocotools keeps (a trainer skips
+    them). ``labels`` int64 [N] in 1..K; ``difficult`` bool [N] (PASCAL VOC: neither true nor
+    false positive); ``iscrowd`` bool [N] (COCO: ignored); ``areas`` float64 [N], COCO's
+    annotation ``area`` (the segment's area) or the box area for other formats. ``width``,
+    ``height``: the image's size as the annotation gives it (from the image header where the
+    annotation has none); no evaluation protocol uses it, and code that decodes the image puts
+    the real size in with `with_image_sizes`.
     """
 
     image_id: int | str
@@ -63,35 +69,67 @@ def _plural(n: int, noun: str) -> str:
 
 @dataclass
 class _Tally:
-    """The skippable oddities of one load, reported as a single warning at its end."""
+    """The oddities of one load's ground truth, reported as a single warning at its end.
 
-    clipped: int = 0
+    Ground truth is kept as annotated, whatever the oddity: the devkits (VOCevaldet.m, ILSVRC's
+    eval_detection.m, pycocotools' COCOeval) never clip a ground-truth box to its image nor drop
+    a zero-size one, so clipping would change the numbers (a detection identical to a box that
+    reaches past the image would no longer match it).
+    """
+
+    outside: int = 0
     empty: int = 0
 
-    def clip(self, boxes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Clip float64 xyxy ``boxes`` [N, 4] to ``sizes`` [N or 1, 2] (width, height).
-
-        Returns float32 boxes [N, 4] and a bool mask [N] of those still non-empty.
-        """
+    def check(self, boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Float32 copies of float64 xyxy ``boxes`` [N, 4]; counts those that reach past their
+        image's ``sizes`` [N or 1, 2] (width, height) and those of zero width or height."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         limit = np.tile(np.asarray(sizes, np.float64).reshape(-1, 2), 2)
-        clipped = np.clip(boxes.reshape(-1, 4), 0.0, limit)
-        out = clipped.astype(np.float32)
-        # Judge emptiness in float32: a sliver that rounds to zero width must not survive.
-        keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
-        self.clipped += int(np.sum(keep & np.any(clipped != boxes, axis=1)))
-        self.empty += int(np.sum(~keep))
-        return out, keep
+        out = boxes.astype(np.float32)
+        # Judged in float32, the boxes as stored: a sliver that rounds to zero width is empty.
+        empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
+        past = (boxes < 0) | (boxes > limit)
+        self.outside += int(np.sum(past.any(axis=1)))
+        self.empty += int(np.sum(empty))
+        return out
 
-    def warn(self, source: str) -> None:
+    def warn(self, source: str, sizes_from: str) -> None:
+        """One warning for the load of ``source`` (nothing when all is well); ``sizes_from``
+        says where the image sizes came from."""
         parts = []
-        if self.clipped:
-            verb = "was" if self.clipped == 1 else "were"
-            boxes = _plural(self.clipped, "box")
-            parts.append(f"{boxes} extended past the image and {verb} clipped")
+        if self.outside:
+            verb = "reaches" if self.outside == 1 else "reach"
+            parts.append(f"{_plural(self.outside, 'ground-truth box')} {verb} past the image "
+                         f"(kept as annotated, as the devkits keep them; the image sizes are "
+                         f"{sizes_from})")
         if self.empty:
-            parts.append(f"{_plural(self.empty, 'zero-size box')} skipped")
+            parts.append(f"{_plural(self.empty, 'zero-size box')} kept as annotated (no "
+                         "detection can match one, as in the devkits)")
         if parts:
             warnings.warn(f"{source}: {'; '.join(parts)}", stacklevel=3)
+
+
+def with_image_sizes(records: Sequence[ImageRecord], sizes: Sequence[tuple[int, int]]
+                     ) -> list[ImageRecord]:
+    """``records`` with the (width, height) of each decoded image, for code that reads the
+    images (training, detection): the image's real size wins over the annotation's (a VOC
+    ``<size>`` or COCO ``width``/``height`` that disagrees), and the mismatches are one warning
+    naming the first image with both sizes and how many more there are.
+    """
+    if len(records) != len(sizes):
+        raise ValueError(f"{len(records)} records but {len(sizes)} sizes")
+    out, wrong = [], []
+    for record, (width, height) in zip(records, sizes):
+        if (record.width, record.height) != (width, height):
+            wrong.append(f"{record.file_name} is {width} x {height} pixels but its annotation "
+                         f"says {record.width} x {record.height}")
+            record = replace(record, width=int(width), height=int(height))
+        out.append(record)
+    if wrong:
+        more = f" (and {_plural(len(wrong) - 1, 'more image')})" if len(wrong) > 1 else ""
+        warnings.warn(f"{wrong[0]}{more}; the image's real size is used: fix the annotation",
+                      stacklevel=2)
+    return out
 
 
 def _record(image_id: int | str, file_name: str, width: int, height: int, boxes: np.ndarray,

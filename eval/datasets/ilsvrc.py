@@ -20,11 +20,12 @@ def load_ilsvrc(annotations_dir: PathLike, class_map: PathLike, images_dir: Path
 
     ``class_map``: ``synset index name`` lines (the devkit's map_det.txt); label = index, class
     name = the human name. ILSVRC pixels are 0-based inclusive (the devkit takes widths as
-    xmax - xmin + 1): x1 = xmin, y1 = ymin, x2 = xmax + 1, y2 = ymax + 1. ``split_file``: lines
-    ``<image id> <index>`` (``ImageSets/DET/val.txt``) or plain ids. ``blacklist``: the devkit's
-    ``image_index synset`` lines (or ``image_index class_index``); the image index is the split
-    file's index column, or the 1-based position among the sorted XMLs. Stored as
-    ``Dataset.blacklist``: (0-based position in ``images``, label) pairs.
+    xmax - xmin + 1): x1 = xmin, y1 = ymin, x2 = xmax + 1, y2 = ymax + 1, kept as annotated
+    (eval_detection.m never clips to the image; <size> is taken as written, see `load_voc`).
+    ``split_file``: lines ``<image id> <index>`` (``ImageSets/DET/val.txt``) or plain ids.
+    ``blacklist``: the devkit's ``image_index synset`` lines (or ``image_index class_index``);
+    the image index is the split file's index column, or the 1-based position among the sorted
+    XMLs. Stored as ``Dataset.blacklist``: (0-based position in ``images``, label) pairs.
     """
     ann_dir = Path(annotations_dir)
     entries = _parse_class_map(class_map, _content_lines(class_map))

@@ -1,5 +1,8 @@
 """PASCAL VOC XML: one XML per image (shared with ILSVRC DET), VOC roots and plain XML folders.
-NumPy only (Pillow only for an image's size where an XML has none)."""
+NumPy only (Pillow only for an image's size where an XML has none).
+
+Ground truth is read as the devkits read it: every box as annotated, never clipped to the image
+nor dropped; an inverted box (xmax < xmin) is refused, naming the XML."""
 from __future__ import annotations
 
 import math
@@ -23,7 +26,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
 
 @dataclass
 class _XmlAnnotation:
-    """One VOC/ILSVRC XML: ``boxes`` float64 [N, 4] continuous xyxy, not yet clipped; width and
+    """One VOC/ILSVRC XML: ``boxes`` float64 [N, 4] continuous xyxy as annotated; width and
     height 0 where the XML has no size."""
 
     path: Path
@@ -143,7 +146,11 @@ def _resolve_classes(classes: Sequence[str] | PathLike | None, anns: list[_XmlAn
 def _xml_records(anns: list[_XmlAnnotation], ann_dir: Path, images_dir: Path,
                  labels_of: dict[str, int], classes_where: str, image_required: bool
                  ) -> tuple[ImageRecord, ...]:
-    """One `ImageRecord` per XML; clipping and skipped boxes reported in one warning."""
+    """One `ImageRecord` per XML, boxes as annotated; their oddities in one warning.
+
+    The size is the XML's <size> as written (the image is not read: no protocol uses it), or
+    the image header's where the XML has none.
+    """
     tally = _Tally()
     records = []
     for ann in anns:
@@ -156,11 +163,11 @@ def _xml_records(anns: list[_XmlAnnotation], ann_dir: Path, images_dir: Path,
             k = int(np.argmin(labels))
             raise DetectionError(f"{ann.path}: object #{k + 1} is named {ann.names[k]!r}, which "
                                  f"is not in {classes_where}; add it there or fix the annotation")
-        boxes, keep = tally.clip(ann.boxes, np.array([width, height]))
-        areas = (boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1])
-        records.append(_record(ann.path.stem, str(image), width, height, boxes[keep], labels[keep],
-                               ann.difficult[keep], np.zeros(int(keep.sum()), bool), areas[keep]))
-    tally.warn(str(ann_dir))
+        boxes = tally.check(ann.boxes, np.array([width, height]))
+        areas = (ann.boxes[:, 2] - ann.boxes[:, 0]) * (ann.boxes[:, 3] - ann.boxes[:, 1])
+        records.append(_record(ann.path.stem, str(image), width, height, boxes, labels,
+                               ann.difficult, np.zeros(len(labels), bool), areas))
+    tally.warn(str(ann_dir), "the XMLs' <size>, not checked against the images")
     return tuple(records)
 
 
@@ -213,8 +220,10 @@ def load_voc(root: PathLike, split: str | None = None,
 
     ``split``: a name in ``ImageSets/Main`` (``"val"``) or a split file; None reads every XML.
     ``classes``: names, a class file (see `read_class_list`) or None for the sorted names found.
-    VOC pixels are 1-based inclusive: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax. Images
-    sorted by id (the XML's stem); the image files need not exist unless an XML lacks <size>.
+    VOC pixels are 1-based inclusive: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax. Boxes
+    are kept as annotated, also where they reach past the image (VOCevaldet.m never clips). Images
+    sorted by id (the XML's stem); the image files need not exist unless an XML lacks <size>: a
+    <size> is taken as written, unchecked (no protocol uses it; training puts in the real one).
     """
     root = Path(root)
     check_name(root)
@@ -236,7 +245,8 @@ def load_voc_folder(annotations_dir: PathLike, images_dir: PathLike | None = Non
 
     Each image is the XML's <filename> in ``images_dir``, else its stem + .jpg/.jpeg/.png/.JPEG;
     it must exist. ``split_file``: a .txt of ids (or file names), or a .csv with a ``filename``
-    column. Images sorted by id (the XML's stem). Coordinates and ``classes`` as in `load_voc`.
+    column. Images sorted by id (the XML's stem). Coordinates, sizes and ``classes`` as in
+    `load_voc`.
     """
     ann_dir = Path(annotations_dir)
     paths, _ = _select_xmls(ann_dir, split_file)

@@ -97,7 +97,8 @@ def test_voc_default_classes_are_sorted_and_empty_images_kept(tmp_path):
     assert empty.areas.shape == (0,) and empty.areas.dtype == np.float64
 
 
-def test_voc_clipping_is_counted_in_one_warning(tmp_path):
+def test_voc_boxes_past_the_image_are_kept_and_counted_in_one_warning(tmp_path):
+    # The devkit never clips ground truth: boxes stay as annotated, the oddity is one warning.
     folder = voc_folder(tmp_path, {
         "a": voc_xml(size=(50, 40), objects=[("c", 0, 1, 60, 10), ("c", 1, 1, 10, 10)]),
         "b": voc_xml(size=(50, 40), objects=[("c", 10, 30, 20, 45), ("c", 60, 1, 70, 10)]),
@@ -106,10 +107,13 @@ def test_voc_clipping_is_counted_in_one_warning(tmp_path):
         warnings.simplefilter("always")
         ds = load_voc_folder(folder)
     message = one_warning(record)
-    assert "2 boxes extended past the image and were clipped" in message
-    assert "1 zero-size box skipped" in message and str(folder) in message
-    np.testing.assert_array_equal(ds.images[0].boxes, [[0, 0, 50, 10], [0, 0, 10, 10]])
-    np.testing.assert_array_equal(ds.images[1].boxes, [[9, 29, 20, 40]])  # the box at x=59.. went
+    assert "3 ground-truth boxes reach past the image (kept as annotated" in message
+    assert "the XMLs' <size>, not checked against the images" in message
+    assert "zero-size" not in message and str(folder) in message
+    np.testing.assert_array_equal(ds.images[0].boxes, [[-1, 0, 60, 10], [0, 0, 10, 10]])
+    np.testing.assert_array_equal(ds.images[1].boxes, [[9, 29, 20, 45], [59, 0, 70, 10]])
+    np.testing.assert_array_equal(ds.images[1].areas, [11 * 16, 11 * 10])
+    assert (ds.images[1].width, ds.images[1].height) == (50, 40)  # <size> as written
 
 
 def test_voc_size_from_image_and_image_lookup(tmp_path):
@@ -294,12 +298,13 @@ def test_coco_instances_arrays():
     assert inst.ann_iscrowd.tolist() == [False, True, False, False]
 
 
-def test_load_coco_converts_clips_and_maps_labels():
+def test_load_coco_converts_keeps_every_box_and_maps_labels():
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         ds = load_coco(coco_dict(), image_root="imgs")
     message = one_warning(record)
-    assert "1 box extended past the image and was clipped; 1 zero-size box skipped" in message
+    assert "1 ground-truth box reaches past the image (kept as annotated" in message
+    assert "1 zero-size box kept as annotated" in message
     assert isinstance(ds, Dataset) and ds.classes == ("person", "dog")
     assert ds.category_ids == (1, 18)
     a, c, b = ds.images
@@ -307,8 +312,9 @@ def test_load_coco_converts_clips_and_maps_labels():
     np.testing.assert_array_equal(a.boxes, [[0, 0, 10, 20]])
     assert a.iscrowd.tolist() == [True] and a.areas.tolist() == [200.0]
     assert c.boxes.shape == (0, 4) and c.labels.shape == (0,) and c.labels.dtype == np.int64
-    np.testing.assert_array_equal(b.boxes, [[1.5, 2, 4.5, 6], [15, 5, 20, 10]])
-    assert b.labels.tolist() == [2, 1] and b.areas.tolist() == [9.25, 50.0]
+    # As pycocotools keeps them: not clipped to the 20 x 10 image, the zero-size box not dropped.
+    np.testing.assert_array_equal(b.boxes, [[1.5, 2, 4.5, 6], [15, 5, 25, 15], [4, 4, 4, 7]])
+    assert b.labels.tolist() == [2, 1, 1] and b.areas.tolist() == [9.25, 50.0, 0.0]
     assert not b.difficult.any()
 
 
