@@ -2,7 +2,8 @@
 
 Every format becomes one in-memory form, `Dataset`: an ordered class list and, per image, its
 id, file, size and ground truth as float32 ``(x1, y1, x2, y2)`` boxes in absolute pixels with
-labels ``1..K`` (0 is background). Dataset ids and names are mapped here, at the I/O edge only.
+labels ``1..K`` (0 is background). Dataset ids and names are mapped here, at the I/O edge only;
+the boxes themselves stay as annotated (never clipped nor dropped), as the devkits read them.
 
 NumPy-only (Pillow is imported lazily by `read_image`): the evaluation path uses this module and
 must not need torch.

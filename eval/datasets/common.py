@@ -1,5 +1,6 @@
 """What every dataset reader shares: `ImageRecord`, `Dataset`, class lists, split files, the
-tally of ground-truth oddities, and the real image size where an image is read. NumPy only (the evaluation path must not need torch)."""
+tally of ground-truth oddities, and the real image size where an image is read. NumPy only (the
+evaluation path must not need torch)."""
 from __future__ import annotations
 
 import csv

@@ -37,7 +37,8 @@ def xml(boxes: list[tuple[float, ...]], names: list[str], size: tuple[int, int] 
     for name, (x1, y1, x2, y2) in zip(names, boxes):
         coords = dict(xmin=x1 + base, ymin=y1 + base, xmax=x2 - 1 + base, ymax=y2 - 1 + base)
         box = "".join(f"<{k}>{v:g}</{k}>" for k, v in coords.items())
-        objects += f"<object><name>{name}</name><difficult>0</difficult><bndbox>{box}</bndbox></object>"
+        objects += (f"<object><name>{name}</name><difficult>0</difficult><bndbox>{box}</bndbox>"
+                    "</object>")
     return f"<annotation><filename>a.jpg</filename>{size_xml}{objects}</annotation>"
 
 
