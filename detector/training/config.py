@@ -16,15 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from eval.config import ConfigValueError, check_fields, load_config, read_yaml, to_dict
+from eval.config import (ConfigValueError, check_fields, config_source, from_dict,
+                         load_config, short_repr, to_dict)
 from eval.errors import DetectionError
-from proposals.combined import ProposalConfig
+from proposals.config import ProposalConfig
+from proposals.defaults import (CONTEXT_PAD, INPUT_SIZE, MIN_INPUT_SIZE, MULTIBOX_ALPHA,
+                                MULTIBOX_NMS, MULTIBOX_TOP)
 
-# detector.classifier.MIN_INPUT_SIZE (that module imports torch; a test holds the two equal):
-# GoogLeNet's last pooling needs regions of at least this side.
-MIN_INPUT_SIZE = 15
-# The MultiBox loss's default location weight (detector.training.multibox_loss.ALPHA; a test holds it).
-MULTIBOX_ALPHA = 0.3
 # What `--resume` may change: how long the run goes on, where it writes, how often it validates.
 RESUMABLE = ("solver.epochs", "solver.eval_every", "output")
 
@@ -32,7 +30,8 @@ RESUMABLE = ("solver.epochs", "solver.eval_every", "output")
 def _check_input_size(value: int) -> None:
     if value < MIN_INPUT_SIZE:
         raise ConfigValueError("input_size", f"must be at least {MIN_INPUT_SIZE} (GoogLeNet's "
-                               "smallest input; 224 as on ImageNet, 32-96 on a CPU)", value)
+                               f"smallest input; {INPUT_SIZE} as on ImageNet, 32-96 on a CPU)",
+                               value)
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    input_size: int = 224              # GoogLeNet's; smaller for CPU configs
-    context_pad: int = 16              # R-CNN: 16 px of context at 224
+    input_size: int = INPUT_SIZE       # GoogLeNet's; smaller for CPU configs
+    context_pad: int = CONTEXT_PAD     # R-CNN's context around each region
     weights: str | None = "imagenet"   # "imagenet", a state-dict file, or null (random)
     init_seed: int = 0                 # same initialisation for every ensemble member
     box_regression: bool = False       # GoogLeNet's entry used none; R-CNN did
@@ -144,7 +143,7 @@ class MultiBoxDataConfig:
 @dataclass(frozen=True)
 class MultiBoxModelConfig:
     num_priors: int = 800              # K output slots (the paper's 800)
-    input_size: int = 224
+    input_size: int = INPUT_SIZE
     weights: str | None = "imagenet"   # trunk: "imagenet", a GoogLeNet/checkpoint file, or null
     init_seed: int = 0
     prior_samples: int = 20            # augmented training boxes per prior for the k-means
@@ -172,8 +171,8 @@ class MultiBoxAugmentConfig:
 
 @dataclass(frozen=True)
 class MultiBoxValidation:
-    top_n: int = 200
-    nms_iou: float = 0.7
+    top_n: int = MULTIBOX_TOP
+    nms_iou: float = MULTIBOX_NMS
 
     def __post_init__(self) -> None:
         check_fields(self, top_n="size", nms_iou="iou")
@@ -202,22 +201,22 @@ TASKS: dict[str, type] = {"classifier": TrainConfig, "multibox": MultiBoxTrainCo
 
 def config_class(task: object, where: str) -> type:
     """The config class of ``task`` (a config's ``task`` value); ``where`` names its file."""
-    if task not in TASKS:
-        raise DetectionError(f"{where}: task {task!r} is unknown; use one of {', '.join(TASKS)}")
+    if not isinstance(task, str) or task not in TASKS:
+        raise DetectionError(f"{where}: task {short_repr(task)} is unknown; use one of "
+                             f"{', '.join(TASKS)}")
     return TASKS[task]
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> AnyTrainConfig:
     """A training config from a YAML file and ``key=value`` overrides (YAML values), of the
-    class its ``task`` names. Every value is checked; errors name ``path`` and the key."""
-    return load_config(config_class(_task(read_yaml(path), overrides), str(path)), path,
-                       overrides)
+    class its ``task`` names (after the overrides). Every value is checked; errors name the
+    file, or the ``--set`` item the key came from, and the key."""
+    source = config_source(path, overrides)
+    return source.build(config_class(source.data.get("task", "classifier"), source.where("task")))
 
 
 def config_from_dict(data: dict, where: str) -> AnyTrainConfig:
     """A config from its plain-dict form (a checkpoint's ``config``); ``where`` names it."""
-    from eval.config import from_dict
-
     if not isinstance(data, dict):
         raise DetectionError(f"{where}: its config is not a mapping; is it a training checkpoint?")
     return from_dict(config_class(data.get("task", "classifier"), where), data, where)
@@ -276,15 +275,6 @@ def config_yaml(config: AnyTrainConfig) -> str:
     return yaml.safe_dump(plain(to_dict(config)), sort_keys=False)
 
 
-def _task(data: dict, overrides: list[str]) -> object:
-    """The ``task`` a config's data (or a ``--set task=...``) names; "classifier" by default."""
-    task = data.get("task", "classifier")
-    for item in overrides:
-        key, _, value = item.partition("=")
-        task = value.strip() if key.strip() == "task" else task
-    return task
-
-
 def absolute_paths(config: AnyTrainConfig) -> AnyTrainConfig:
     """``config`` with every path it names made absolute (against the working directory), so
     the config stored in checkpoints and ``config.yaml`` means the same from any folder.
@@ -298,15 +288,16 @@ def absolute_paths(config: AnyTrainConfig) -> AnyTrainConfig:
         return os.path.abspath(os.path.expanduser(value))  # normalised: no ".." left
 
     data = config.data
+    # Only a classifier's data names a proposal cache (MultiBox makes its own boxes).
+    cache = {"proposals": absolute(data.proposals)} if isinstance(data, DataConfig) else {}
     data = replace(data, gt=absolute(data.gt), images=absolute(data.images),
                    classes=absolute(data.classes),
                    train_split=absolute(data.train_split, must_exist=True),
-                   val_split=absolute(data.val_split, must_exist=True),
-                   **({"proposals": absolute(data.proposals)} if hasattr(data, "proposals") else {}))
+                   val_split=absolute(data.val_split, must_exist=True), **cache)
     weights = config.model.weights
     model = replace(config.model, weights=weights if weights == "imagenet" else absolute(weights))
     changes = {"data": data, "model": model, "output": absolute(config.output)}
-    if getattr(config, "proposals", None) is not None:
+    if isinstance(config, TrainConfig) and config.proposals is not None:
         changes["proposals"] = replace(config.proposals,
                                        multibox=absolute(config.proposals.multibox))
     return replace(config, **changes)

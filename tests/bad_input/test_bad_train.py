@@ -163,3 +163,62 @@ def test_resume_checks_the_extended_values(tiny_run, tmp_path, capsys):
 def test_resume_from_a_damaged_checkpoint(tmp_path, capsys):
     (tmp_path / "last.pt").write_bytes(b"\x80\x02 not a checkpoint")
     refused(capsys, ["--resume", tmp_path / "last.pt"], tmp_path, tmp_path / "last.pt")
+
+
+# --- The config boundary: one YAML loader, the file read through eval.inputs ------------------
+
+def test_config_that_is_a_fifo(tmp_path, capsys):
+    import os
+    import threading
+
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    # A writer for every reader: code that opened the FIFO would read an empty config (and
+    # fail this test) rather than hang.
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            open(fifo, "w").close()  # blocks until a reader opens the FIFO
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        refused(capsys, ["--config", fifo, "--set", f"output={tmp_path / 'out'}"], tmp_path,
+                fifo, "FIFO")
+    finally:
+        stop.set()
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's last open return
+        writer.join()
+        os.close(fd)
+
+
+def test_config_with_a_section_twice(tiny, tmp_path, capsys):
+    # The second solver: section used to replace the first without a word.
+    config = tmp_path / "twice.yaml"
+    config.write_text((tiny / "tiny.yaml").read_text() + "solver:\n  epochs: 1\n")
+    refused(capsys, ["--config", config, "--set", f"output={tmp_path / 'out'}"], tmp_path,
+            config, "duplicate key 'solver'")
+
+
+def test_config_alias_bomb(tmp_path, capsys):
+    # Nine levels of nine aliases: 387 million strings if expanded; refused while composed.
+    config = tmp_path / "bomb.yaml"
+    levels = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    config.write_text("\n".join(levels) + "\noutput: *a9\n")
+    refused(capsys, ["--config", config], tmp_path, config, "aliases expand")
+
+
+def test_config_python_tag(tmp_path, capsys):
+    config = tmp_path / "tag.yaml"
+    config.write_text("output: !!python/object/apply:os.getcwd []\n")
+    refused(capsys, ["--config", config], tmp_path, config, "!!python/object/apply")
+
+
+def test_set_error_names_the_set_item(tiny, tmp_path, capsys):
+    config = tiny / "tiny.yaml"
+    line = assert_one_line_error(capsys, main, ["--config", config, "--set",
+                                                f"output={tmp_path / 'out'}", "--set",
+                                                "solver.lr=-1"], "solver.lr")
+    assert line.startswith(f"error: --set solver.lr=-1 (on {config}): solver.lr must be > 0")

@@ -68,7 +68,7 @@ def test_training_configs_check_their_values_in_python_too():
     from eval.config import ConfigValueError
     from detector.training.config import (ModelConfig, MultiBoxValidation, Solver, SolverConfig,
                                           TrainConfig)
-    from proposals.combined import ProposalConfig
+    from proposals.config import ProposalConfig
 
     assert TrainConfig().solver.lr == 0.001
     for build, key in ((lambda: Solver(lr=float("nan")), "lr"),
@@ -121,15 +121,6 @@ def test_resumed_config_changes_only_resumable_keys(tmp_path):
                         "ck.pt")
 
 
-def test_constants_match_the_networks():
-    # train_config stays torch-free, so it repeats two constants of torch modules.
-    from detector.classifier import MIN_INPUT_SIZE
-    from detector.training.config import MIN_INPUT_SIZE as CONFIG_MIN, MULTIBOX_ALPHA
-    from detector.training.multibox_loss import ALPHA
-
-    assert CONFIG_MIN == MIN_INPUT_SIZE and MULTIBOX_ALPHA == ALPHA
-
-
 def test_config_yaml_reads_back_as_the_same_config(tmp_path):
     from detector.training.config import TrainConfig, config_yaml, load_train_config
 
@@ -148,3 +139,137 @@ def test_every_shipped_config_reads_and_checks():
     assert configs
     tasks = {load_train_config(path).task for path in configs}
     assert tasks == {"classifier", "multibox"}
+
+
+# --- The one YAML loader: duplicate keys, tags, aliases; --set by the same rules --------------
+
+def refused(path, overrides=(), cls=Config) -> str:
+    """The one-line error loading ``path`` with ``overrides`` gives."""
+    with pytest.raises(DetectionError) as info:
+        load_config(cls, path, list(overrides))
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("solver:\n  lr: 1\nname: a\nsolver:\n  momentum: 0.5\n", "'solver'", "lines 1 and 4"),
+    ("solver:\n  lr: 1\n  steps: [1]\n  lr: 2\n", "'lr'", "lines 2 and 4"),
+    ("solver: {lr: 1, lr: 2}\n", "'lr'", "lines 1 and 1"),
+])
+def test_duplicate_keys_refused_with_both_lines(tmp_path, text, key, lines):
+    # A second section used to replace the first without a word.
+    message = refused(write(tmp_path, text))
+    assert message.startswith(f"{tmp_path / 'c.yaml'}: {lines}: duplicate key {key}")
+
+
+@pytest.mark.parametrize("text, tag", [
+    ("solver: !!python/object:collections.OrderedDict {lr: 1}\n", "!!python/object"),
+    ("name: !!python/object/apply:os.getcwd []\n", "!!python/object/apply"),
+    ("name: !custom x\n", "!custom"),
+    ("name: !!binary aGk=\n", "!!binary"),
+])
+def test_tags_refused_in_one_line(tmp_path, text, tag):
+    message = refused(write(tmp_path, text))
+    assert f"line 1: the tag {tag}" in message and "not allowed" in message
+
+
+def bomb(levels: int = 9, width: int = 9) -> str:
+    """A "billion laughs": ``levels`` anchors, each a list of ``width`` aliases of the one
+    before (9 x 9: about 1 KB of YAML, 9**9 = 387 million strings once expanded)."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]"
+              for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nname: *a{levels}\n"
+
+
+def test_alias_bomb_refused_before_it_expands(tmp_path):
+    # Refused while composing, at the first level past MAX_NODES values (a4: 66,430), before
+    # anything builds or shows the value.
+    message = refused(write(tmp_path, bomb()))
+    assert "line 5: its aliases expand to more than" in message
+
+
+def test_aliases_limited_in_number_and_never_recursive(tmp_path):
+    from eval.config import MAX_ALIASES
+
+    many = "a: &a 1\nsolver: {steps: [" + ", ".join(["*a"] * (MAX_ALIASES + 1)) + "]}\n"
+    assert f"more than {MAX_ALIASES} aliases" in refused(write(tmp_path, many))
+    assert "recursive" in refused(write(tmp_path, "solver: &s {steps: *s}\n"))
+    # A few aliases are plain YAML and still load.
+    cfg = load_config(Config, write(tmp_path, "solver: {lr: &lr 0.5, momentum: *lr}\n"))
+    assert cfg.solver.lr == cfg.solver.momentum == 0.5
+
+
+def test_values_in_messages_are_cut_short(tmp_path):
+    # An unknown value is shown by its first characters, never whole.
+    message = refused(write(tmp_path, "name: [" + ", ".join(["x" * 100] * 50) + "]\n"))
+    assert "name must be str" in message and len(message) < 300
+    message = refused(write(tmp_path, ""), ["solver.lr=" + "9" * 5000 + "x"])
+    assert "solver.lr must be float" in message and len(message) < 400
+
+
+def test_fifo_config_refused_at_once(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    # A writer for every reader: code that opened the FIFO would read an empty config (and
+    # fail this test) rather than hang.
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            open(fifo, "w").close()  # blocks until a reader opens the FIFO
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        assert "FIFO" in refused(fifo)
+    finally:
+        stop.set()
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's last open return
+        writer.join()
+        os.close(fd)
+
+
+def test_set_errors_name_the_set_item(tmp_path):
+    path = write(tmp_path, "solver:\n  lr: 1\n")
+    message = refused(path, ["solver.lr=fast"])
+    assert message.startswith(f"--set solver.lr=fast (on {path}): solver.lr must be float")
+    assert refused(path, ["name=x", "solver.lrr=1"]).startswith("--set solver.lrr=1 (on ")
+    # A value from the file is named by the file, even with --set of other keys.
+    message = refused(write(tmp_path, "solver:\n  lr: fast\n"), ["solver.momentum=0.5"])
+    assert message.startswith(f"{path}: solver.lr must be float")
+    # A later --set of the whole section takes the key over from an earlier one.
+    message = refused(path, ["solver.lr=2", "solver={lr: fast}"])
+    assert message.startswith("--set solver={lr: fast} (on ")
+    # Without a file the item alone.
+    with pytest.raises(DetectionError, match=r"^--set device=tpu: device must be one of"):
+        load_config(Config, None, ["device=tpu"])
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("solver={lr: 1, lr: 2}", "duplicate key 'lr'"),
+    ("name=!!python/name:os.system", "the tag !!python/name:os.system is not allowed"),
+    ("solver={steps: &a [1], lr: *a, momentum: *a}", None),  # aliases within the limits: fine
+])
+def test_set_values_parsed_by_the_same_loader(tmp_path, override, problem):
+    message = refused(write(tmp_path, ""), [override])
+    assert message.startswith(f"--set {override} (on ")
+    if problem:
+        assert problem in message
+    else:
+        assert "solver.lr must be float" in message
+
+
+def test_range_error_from_set_names_the_set(tmp_path):
+    from detector.training.config import load_train_config
+
+    path = write(tmp_path, "solver:\n  lr: 0.01\n")
+    with pytest.raises(DetectionError) as info:
+        load_train_config(path, ["solver.lr=-1"])
+    assert str(info.value).startswith(f"--set solver.lr=-1 (on {path}): solver.lr must be > 0")
+    with pytest.raises(DetectionError, match=r"^--set task=\[1\] .*task \[1\] is unknown"):
+        load_train_config(path, ["task=[1]"])
