@@ -18,10 +18,16 @@ tensors and plain containers only and refuses any other object without running i
 ``weights_only`` would refuse (a ``collections.Counter`` on older torch versions, numpy arrays
 and scalars) is stored in plain form and restored on load (`to_plain` / `from_plain`), so a
 resumed run is bitwise the uninterrupted one.
+
+``weights_only`` builds shared references as the pickle asks: a 1 KB file can hold a list that
+holds itself 9 times, 9 deep (9**9 leaves), which costs nothing until something walks it. So
+every read is bounded before anything walks or prints it (`check_bounded`), and a checkpoint's
+fields are those of its kind only (`load_checkpoint`).
 """
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pickle
 import zipfile
@@ -98,7 +104,9 @@ def to_plain(value: object) -> object:
 
 
 def from_plain(value: object) -> object:
-    """`to_plain`'s inverse: Counters and numpy arrays back."""
+    """`to_plain`'s inverse: Counters and numpy arrays back. ``value`` comes from
+    `read_torch_file`, whose `check_bounded` has capped its size and depth (this walk would
+    otherwise expand shared references without limit)."""
     if isinstance(value, dict):
         tag = value.get(_TYPE_KEY)
         if tag == "Counter":
@@ -115,8 +123,9 @@ def read_torch_file(path: str | os.PathLike, missing: str,
                     map_location: str | torch.device = "cpu") -> object:
     """What ``torch.save`` wrote to ``path``, read with ``weights_only=True``: tensors and plain
     containers only; a file holding any other object is refused unread (unpickling it could run
-    code). Every failure is one DetectionError naming ``path``; ``missing`` says what to do
-    when there is no such file (e.g. "checkpoint not found; ...")."""
+    code), and bounded in size (`check_bounded`). Every failure is one DetectionError naming
+    ``path``; ``missing`` says what to do when there is no such file (e.g. "checkpoint not
+    found; ...")."""
     if not os.path.lexists(path):
         raise DetectionError(f"{path}: {missing}")
     fix = "pass a checkpoint or weights .pt file"
@@ -128,7 +137,9 @@ def read_torch_file(path: str | os.PathLike, missing: str,
                                  "truncated, or another kind of file); use a complete "
                                  "checkpoint or weights file")
         file.seek(0)
-        return _torch_load(path, file, map_location)
+        payload = _torch_load(path, file, map_location)
+    check_bounded(payload, path)
+    return payload
 
 
 def _torch_load(path: str | os.PathLike, file: io.BufferedIOBase,
@@ -148,9 +159,61 @@ def _torch_load(path: str | os.PathLike, file: io.BufferedIOBase,
                              "copy or another epoch's file") from None
 
 
+# A real checkpoint (GoogLeNet weights, Adam state, the RNG's 625 words, a MultiBox network
+# inside) holds about 4,000 values, 5 levels deep: these limits leave a wide margin, and refuse
+# a reference bomb after a fraction of a second without building anything.
+MAX_VALUES = 1_000_000
+MAX_DEPTH = 32
+
+
+def check_bounded(value: object, where: str | os.PathLike) -> None:
+    """Refuse (one DetectionError naming ``where``) a value read from a file that holds more
+    than `MAX_VALUES` values (shared references counted each time they are reached, as any
+    walk would reach them) or nests deeper than `MAX_DEPTH`, and a tensor that claims more
+    elements than its storage holds (a view that would allocate when copied). Walks with a
+    stack of iterators: memory in the depth, never in the size."""
+    stack, count = [iter((value,))], 0
+    while stack:
+        for item in stack[-1]:
+            count += 1
+            if count > MAX_VALUES:
+                _refuse_unbounded(where, f"more than {MAX_VALUES:,} values (lists or dicts "
+                                         "that reference one another expand without limit)")
+            if isinstance(item, torch.Tensor) and item.layout == torch.strided:
+                _check_tensor_storage(item, where)
+            children = (itertools.chain(item.keys(), item.values()) if isinstance(item, dict)
+                        else item if isinstance(item, (list, tuple)) else None)
+            if children is not None:
+                if len(stack) > MAX_DEPTH:
+                    _refuse_unbounded(where, f"containers nested more than {MAX_DEPTH} deep")
+                stack.append(iter(children))
+                break
+        else:
+            stack.pop()
+
+
+def _check_tensor_storage(tensor: torch.Tensor, where: str | os.PathLike) -> None:
+    elements = tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+    if tensor.numel() > elements:
+        _refuse_unbounded(where, f"a tensor of shape {tuple(tensor.shape)} over a storage of "
+                                 f"{elements:,} elements")
+
+
+def _refuse_unbounded(where: str | os.PathLike, what: str) -> None:
+    raise DetectionError(f"{where}: refused unread: it holds {what}, far beyond any "
+                         "checkpoint or weights file; use a file written by tools/train.py or "
+                         "torch.save(model.state_dict(), path)")
+
+
 # What each kind of checkpoint must hold, and where it belongs (for messages).
 _REQUIRED = {"classifier": ("classes", "model", "state_dict"),
              "multibox": ("model", "priors", "state_dict")}
+# Every field a checkpoint of each kind may hold (`save_checkpoint`, `save_multibox` and the
+# training state `detector.training.loop` adds); any other is refused before it is converted.
+_TRAINING_STATE = ("config", "epoch", "optimizer", "scheduler", "rng")
+_FIELDS = {"classifier": ("format", "kind", "classes", "model", "state_dict", "proposals",
+                          *_TRAINING_STATE),
+           "multibox": ("format", "kind", "model", "priors", "state_dict", *_TRAINING_STATE)}
 _USED_BY = {"classifier": "the detect/test commands' --checkpoint (or train --resume)",
             "multibox": "the propose command's --multibox (or proposals.multibox in a "
                         "training config)"}
@@ -178,6 +241,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if found != kind or kind not in _REQUIRED:
         raise DetectionError(f"{path}: a {found} checkpoint where a {kind} is needed; pass it "
                              f"to {_USED_BY.get(found, 'the tool that made it')}")
+    unknown = [k for k in payload if k not in _FIELDS[kind]]
+    if unknown:
+        raise DetectionError(f"{path}: unknown field {shown(unknown[0])} in a {kind} checkpoint "
+                             f"(the fields are {', '.join(_FIELDS[kind])}); refused unread ("
+                             f"{_FROM_TRAIN})")
     missing = [k for k in _REQUIRED[kind] if k not in payload]
     if missing:
         raise DetectionError(f"{path}: not a {kind} checkpoint of this toolkit (no "
@@ -201,7 +269,6 @@ def check_format(path: str | os.PathLike, version: object) -> None:
                              f"reads (up to {FORMAT_VERSION}); update the toolkit to use it")
 
 
-_FROM_TRAIN = "use a checkpoint written by tools/train.py"
 # The values each integer field of a `ModelSpec` may take in a checkpoint: sizes are bounded,
 # so that a hostile record cannot make the network allocate without limit.
 _SPEC_RANGES = {"num_classes": (1, 100_000), "input_size": (1, 4096), "context_pad": (0, 4096)}

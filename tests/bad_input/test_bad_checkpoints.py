@@ -4,11 +4,20 @@ traceback, no partial output, and nothing of the file run (the marker file is ne
 
 Entry points: detect --checkpoint, test --checkpoint, train --resume, propose --multibox, and
 train with model.weights: FILE (classifier and MultiBox tasks).
+
+A reference bomb (a 1 KB file whose lists reference one another, 9**9 leaves once walked) is
+refused without building anything: those runs happen in a child process whose address space
+is capped at 1 GiB above what it holds after importing torch, so a walk that expanded the bomb
+would end in MemoryError there, never take this machine's memory.
 """
 from __future__ import annotations
 
 import io
+import json
+import os
 import pickletools
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,7 +27,9 @@ import torch
 from PIL import Image
 
 from _check import assert_no_partial_files, assert_one_line_error, files_below
-from proposals.checkpoint import FORMAT_VERSION, ModelSpec, save_checkpoint
+from eval.errors import DetectionError
+from proposals.checkpoint import (FORMAT_VERSION, MAX_DEPTH, ModelSpec, load_checkpoint,
+                                  save_checkpoint)
 from detector.cli.detect import main as detect
 from detector.cli.propose import main as propose
 from detector.cli.test import main as cli_test
@@ -205,3 +216,159 @@ def test_a_checkpoint_of_the_other_kind_names_its_flag(entry, given, flag, world
     """A MultiBox network where a classifier goes, and the other way round: refused before any
     image, naming the flag the file belongs to."""
     assert_refused(capsys, entry, world / given, world, tmp_path, "where a", flag)
+
+
+# --- reference bombs --------------------------------------------------------------------------
+
+def reference_bomb(levels: int = 9) -> list:
+    """A list holding one list 9 times, ``levels`` deep: ~1 KB pickled (the pickle stores each
+    list once), 9**levels leaves for any walk that follows every reference."""
+    bomb = [0]
+    for _ in range(levels):
+        bomb = [bomb] * 9
+    return bomb
+
+
+def with_bomb(source: Path, path: Path, key: str) -> Path:
+    """The checkpoint ``source`` with `reference_bomb` stored under ``key`` (a field of its own
+    or an unknown one), saved to ``path``."""
+    payload = torch.load(source, weights_only=True)
+    payload[key] = reference_bomb()
+    torch.save(payload, path)
+    assert path.stat().st_size < source.stat().st_size + 4096  # small on disk
+    return path
+
+
+# The child: imports everything, then caps its address space 1 GiB above what it holds, then
+# runs one command (argv[1] names it, argv[2] its JSON arguments) and exits with its status.
+# "load" is load_checkpoint itself: status 2 and the error on stderr, as a command does.
+CAPPED_CHILD = """
+import json, resource, sys
+from detector.cli.detect import main as detect
+from detector.cli.propose import main as propose
+from detector.cli.test import main as test
+from detector.cli.train import main as train
+from eval.errors import DetectionError
+from proposals.checkpoint import load_checkpoint
+
+def load(argv):
+    try:
+        load_checkpoint(argv[0], kind=None)
+    except DetectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+held = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (held + 2**30, held + 2**30))
+command = {"load": load, "detect": detect, "propose": propose, "test": test, "train": train}
+sys.exit(command[sys.argv[1]](json.loads(sys.argv[2])))
+"""
+
+
+def run_capped(command: str, argv: list) -> subprocess.CompletedProcess:
+    """``command`` (a key of `CAPPED_CHILD`'s table) with ``argv`` in a child whose memory is
+    capped; the timeout only stops a hang, no verdict depends on time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", CAPPED_CHILD, command,
+                           json.dumps([str(a) for a in argv])],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, *names: object) -> str:
+    """The promise of `assert_one_line_error`, for a child's exit status and stderr."""
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    assert "MemoryError" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, f"exit status {done.returncode}; stderr: {done.stderr[-3000:]}"
+    assert len(errors) == 1, done.stderr
+    for name in names:
+        assert str(name) in errors[0], f"{name!r} not named in {errors[0]!r}"
+    return errors[0]
+
+
+# What from_plain did to the bomb before it was bounded: build every leaf.
+EXPAND_BOMB = """
+bomb = [0]
+for _ in range(9):
+    bomb = [bomb] * 9
+flat = lambda v: [flat(i) for i in v] if isinstance(v, list) else v
+flat(bomb)
+"""
+
+
+def test_the_cap_lets_a_real_checkpoint_load_and_stops_an_expanded_bomb(world):
+    """The cap is no verdict by itself: a real checkpoint loads under it, and a walk that
+    expands the bomb runs out of memory under it."""
+    assert run_capped("load", [world / "cls.pt"]).returncode == 0
+    child = CAPPED_CHILD.split("command = ")[0] + EXPAND_BOMB
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=300)
+    assert "MemoryError" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("key", ["junk", "config", "rng", "proposals"])
+def test_a_reference_bomb_is_refused_without_expanding_it(key, world, tmp_path):
+    """Under an unknown field or a field of the format: one error naming the file, and the
+    child's capped memory never ran out."""
+    bomb = with_bomb(world / "cls.pt", tmp_path / "bomb.pt", key)
+    assert_one_line(run_capped("load", [bomb]), bomb, "refused unread", "1,000,000 values")
+
+
+def test_the_detect_command_refuses_a_reference_bomb_in_one_line(world, tmp_path):
+    bomb = with_bomb(world / "cls.pt", tmp_path / "bomb.pt", "junk")
+    before = files_below(tmp_path, world)
+    done = run_capped("detect", [world / "a.png", "--checkpoint", bomb, "--out", tmp_path / "out",
+                                 "--device", "cpu"])
+    assert_one_line(done, bomb, "refused unread")
+    assert_no_partial_files(before, tmp_path, world)
+
+
+@pytest.mark.parametrize("entry", ["test --checkpoint", "train --resume", "propose --multibox",
+                                   "train model.weights"])
+def test_every_entry_point_refuses_a_reference_bomb(entry, world, tmp_path):
+    source = world / ("mb.pt" if "multibox" in entry else "cls.pt")
+    bomb = with_bomb(source, tmp_path / "bomb.pt", "config")
+    command = entry.split()[0]
+    assert_one_line(run_capped(command, argv_for(entry, bomb, world, tmp_path)), bomb,
+                    "refused unread")
+
+
+def test_an_unknown_field_is_refused_by_name(world, tmp_path):
+    path = tmp_path / "extra.pt"
+    payload = torch.load(world / "cls.pt", weights_only=True)
+    torch.save({**payload, "hook": 1}, path)
+    with pytest.raises(DetectionError, match=r"extra.pt: unknown field 'hook' in a classifier "
+                                             r"checkpoint \(the fields are format, kind, "):
+        load_checkpoint(path)
+    payload = torch.load(world / "mb.pt", weights_only=True)
+    torch.save({**payload, "classes": ["red"]}, path)  # a classifier's field, not MultiBox's
+    with pytest.raises(DetectionError, match="unknown field 'classes' in a multibox"):
+        load_checkpoint(path, kind="multibox")
+
+
+def test_containers_nested_too_deep_are_refused(world, tmp_path):
+    nested: list = []
+    for _ in range(MAX_DEPTH + 5):
+        nested = [nested]
+    path = tmp_path / "deep.pt"
+    torch.save({**torch.load(world / "cls.pt", weights_only=True), "config": nested}, path)
+    with pytest.raises(DetectionError, match=f"deep.pt: refused unread: it holds containers "
+                                             f"nested more than {MAX_DEPTH} deep"):
+        load_checkpoint(path)
+
+
+def test_a_tensor_larger_than_its_storage_is_refused(world, tmp_path):
+    """A stride-0 view claims 10**9 elements over one: copying it would allocate 4 GB."""
+    payload = torch.load(world / "cls.pt", weights_only=True)
+    payload["state_dict"]["huge"] = torch.zeros(1).as_strided((10 ** 9,), (0,))
+    torch.save(payload, tmp_path / "view.pt")
+    with pytest.raises(DetectionError, match=r"view.pt: refused unread: it holds a tensor of "
+                                             r"shape \(1000000000,\) over a storage of 1 "):
+        load_checkpoint(tmp_path / "view.pt")
+
+
+def test_a_real_training_checkpoint_has_only_known_fields(tiny_run):
+    """Every field training writes (optimizer, scheduler, RNG, config) is one the reader knows."""
+    payload = load_checkpoint(tiny_run / "last.pt", kind=None)
+    assert {"optimizer", "scheduler", "rng", "config", "epoch"} <= set(payload)

@@ -26,24 +26,26 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
 
 
 def classifier(path: Path, **extra) -> Path:
-    save_checkpoint(path, classes=["a"], spec=ModelSpec(1, 32, 2), state_dict={},
-                    proposals={"method": "selective_search", "params": {}}, **extra)
+    fields = {"state_dict": {}, "proposals": {"method": "selective_search", "params": {}}, **extra}
+    save_checkpoint(path, classes=["a"], spec=ModelSpec(1, 32, 2), **fields)
     return path
 
 
 def test_values_weights_only_refuses_are_stored_plain_and_restored(tmp_path):
     extra = {"counts": Counter({7: 1, 9: 2}), "array": np.arange(6, dtype=np.int16).reshape(2, 3),
              "scalar": np.float32(0.25), "ordered": OrderedDict(b=1, a=(2, 3.5, None))}
-    payload = load_checkpoint(classifier(tmp_path / "c.pt", **extra))
+    # Under a field of the format (any other is refused); the RNG state holds numpy values.
+    payload = load_checkpoint(classifier(tmp_path / "c.pt", rng=extra))["rng"]
     assert type(payload["counts"]) is Counter and payload["counts"] == extra["counts"]
     assert payload["array"].dtype == np.int16 and np.array_equal(payload["array"], extra["array"])
     assert payload["scalar"] == 0.25 and payload["ordered"] == extra["ordered"]
     assert type(payload["ordered"]) is OrderedDict
     # On disk they are plain: a tagged dict and a tensor, which weights_only reads anywhere.
     raw = read_torch_file(tmp_path / "c.pt", "missing")
+    assert raw["format"] == FORMAT_VERSION
+    raw = raw["rng"]
     assert raw["counts"]["items"] == {7: 1, 9: 2} and isinstance(raw["array"]["tensor"],
                                                                 torch.Tensor)
-    assert raw["format"] == FORMAT_VERSION
 
 
 def test_a_value_that_could_not_be_read_back_is_refused_before_writing(tmp_path):
@@ -67,10 +69,10 @@ def test_optimizer_and_step_schedule_resume_exactly(tmp_path):
         optimizer.step()
         schedule.step()
     classifier(tmp_path / "c.pt", optimizer=optimizer.state_dict(),
-               scheduler=schedule.state_dict(), weights=model.state_dict())
+               scheduler=schedule.state_dict(), state_dict=model.state_dict())
     payload = load_checkpoint(tmp_path / "c.pt")
     twin = torch.nn.Linear(3, 2)
-    twin.load_state_dict(payload["weights"])
+    twin.load_state_dict(payload["state_dict"])
     twin_optimizer, twin_schedule = solver(twin)
     twin_optimizer.load_state_dict(payload["optimizer"])
     twin_schedule.load_state_dict(payload["scheduler"])
