@@ -23,6 +23,7 @@ import torch
 from proposals.devices import autocast
 from proposals.networks import load_trunk_weights
 from eval.datasets import Dataset, load_dataset, read_image
+from eval.datasets.common import with_image_sizes
 from eval.errors import DetectionError
 from detector.training.run_files import write_checkpoint
 from detector.training.config import MultiBoxDataConfig, MultiBoxTrainConfig, MultiBoxValidation
@@ -45,8 +46,9 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
     data = config.data
     if not data.gt:
         raise DetectionError("the config has no data.gt: name the dataset to train on")
-    dataset = decodable_images(load_dataset(data.gt, images=data.images, classes=data.classes,
-                                            split=data.train_split), "training")
+    listed = load_dataset(data.gt, images=data.images, classes=data.classes,
+                          split=data.train_split)
+    dataset = decodable_images(listed, "training")
     records = list(dataset.images)
     check_batch_sizes(len(records), config.solver.images_per_batch, config.model.input_size)
     val = validation_set(data) if config.solver.eval_every else None
@@ -75,7 +77,14 @@ def multibox_run(config: MultiBoxTrainConfig, rank: int, world: int, device: tor
                                                      due(epoch, config.solver)),
                        shown=("loss", "matched_iou"),
                        columns=("loss", "loss_loc", "loss_conf", "matched_iou", "lr",
-                                "val_recall50", "val_recall70", "val_AR"))
+                                "val_recall50", "val_recall70", "val_AR"),
+                       train_images=len(records), val_images=len(val.images) if val else 0,
+                       skipped_images=len(listed.images) - len(records),
+                       validation=(f"val_recall50 and val_recall70 are the recall of the top "
+                                   f"{config.validation.top_n} boxes (after NMS at "
+                                   f"{config.validation.nms_iou}) at IoU 0.5 and 0.7, val_AR "
+                                   "their recall averaged over IoU 0.5:0.05:0.95, on the "
+                                   "validation split") if val else "")
 
 
 def check_batch_sizes(count: int, per_batch: int, input_size: int) -> None:
@@ -91,21 +100,26 @@ def check_batch_sizes(count: int, per_batch: int, input_size: int) -> None:
 
 
 def decodable_images(dataset: Dataset, what: str) -> Dataset:
-    """``dataset`` without the images that cannot be decoded (printed); none left: an error."""
-    reasons = {}
+    """``dataset`` without the images that cannot be decoded (printed; none left: an error),
+    each record with its image's real size (`with_image_sizes`: a wrong annotated size warns)."""
+    reasons, sizes = {}, {}
     for record in dataset.images:
         try:
-            read_image(record.file_name)
+            height, width = read_image(record.file_name).shape[:2]
+            sizes[record.image_id] = (width, height)
         except DetectionError as e:
             reasons[record.image_id] = str(e)
+    kept = [r for r in dataset.images if r.image_id not in reasons]
+    dataset = replace(dataset, images=tuple(with_image_sizes(kept, [sizes[r.image_id]
+                                                                    for r in kept])))
     if not reasons:
         return dataset
-    if len(reasons) == len(dataset.images):
+    if not kept:
         raise DetectionError(f"{dataset.source}: none of the {what} images can be decoded "
                              f"({next(iter(reasons.values()))})")
-    print(f"skipping {len(reasons)} of {len(dataset.images)} {what} images that cannot be "
+    print(f"skipping {len(reasons)} of {len(reasons) + len(kept)} {what} images that cannot be "
           f"decoded (e.g. {next(iter(reasons.values()))})")
-    return replace(dataset, images=tuple(r for r in dataset.images if r.image_id not in reasons))
+    return dataset
 
 
 def make_priors(records: list, k: int, samples_per_prior: int, *, seed: int, crop: bool,
