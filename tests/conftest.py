@@ -131,3 +131,34 @@ def tiny_run(tiny, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     yield from _read_only(out)
+
+
+@pytest.fixture
+def fed_fifo(tmp_path):
+    """A FIFO at ``tmp_path / name`` with a writer for every reader (``fed_fifo(name)``): code
+    that opened it would read an empty file (and fail its test) rather than hang."""
+    import os
+    import threading
+
+    made = []
+
+    def make(name: str) -> Path:
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        stop = threading.Event()
+
+        def feed():
+            while not stop.is_set():
+                open(fifo, "w").close()  # blocks until a reader opens the FIFO
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        made.append((fifo, stop, writer))
+        return fifo
+
+    yield make
+    for fifo, stop, writer in made:
+        stop.set()
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's last open return
+        writer.join()
+        os.close(fd)

@@ -167,30 +167,10 @@ def test_resume_from_a_damaged_checkpoint(tmp_path, capsys):
 
 # --- The config boundary: one YAML loader, the file read through eval.inputs ------------------
 
-def test_config_that_is_a_fifo(tmp_path, capsys):
-    import os
-    import threading
-
-    fifo = tmp_path / "c.yaml"
-    os.mkfifo(fifo)
-    # A writer for every reader: code that opened the FIFO would read an empty config (and
-    # fail this test) rather than hang.
-    stop = threading.Event()
-
-    def feed():
-        while not stop.is_set():
-            open(fifo, "w").close()  # blocks until a reader opens the FIFO
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    try:
-        refused(capsys, ["--config", fifo, "--set", f"output={tmp_path / 'out'}"], tmp_path,
-                fifo, "FIFO")
-    finally:
-        stop.set()
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's last open return
-        writer.join()
-        os.close(fd)
+def test_config_that_is_a_fifo(tmp_path, capsys, fed_fifo):
+    fifo = fed_fifo("c.yaml")
+    refused(capsys, ["--config", fifo, "--set", f"output={tmp_path / 'out'}"], tmp_path, fifo,
+            "FIFO")
 
 
 def test_config_with_a_section_twice(tiny, tmp_path, capsys):

@@ -209,29 +209,8 @@ def test_values_in_messages_are_cut_short(tmp_path):
     assert "solver.lr must be float" in message and len(message) < 400
 
 
-def test_fifo_config_refused_at_once(tmp_path):
-    import os
-    import threading
-
-    fifo = tmp_path / "c.yaml"
-    os.mkfifo(fifo)
-    # A writer for every reader: code that opened the FIFO would read an empty config (and
-    # fail this test) rather than hang.
-    stop = threading.Event()
-
-    def feed():
-        while not stop.is_set():
-            open(fifo, "w").close()  # blocks until a reader opens the FIFO
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    try:
-        assert "FIFO" in refused(fifo)
-    finally:
-        stop.set()
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's last open return
-        writer.join()
-        os.close(fd)
+def test_fifo_config_refused_at_once(fed_fifo):
+    assert "FIFO" in refused(fed_fifo("c.yaml"))
 
 
 def test_set_errors_name_the_set_item(tmp_path):
