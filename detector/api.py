@@ -40,7 +40,7 @@ from proposals import devices
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
 from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
-from proposals.networks import channels_first, normalize_image
+from proposals.networks import WeightsUnavailable, channels_first, normalize_image
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 
@@ -211,12 +211,15 @@ def load_model(checkpoints: list[str | os.PathLike], device: torch.device,
         return load_ensemble(checkpoints, device)
     try:
         return imagenet_ensemble(device, imagenet_weights or "imagenet")
-    except DetectionError as e:
-        if imagenet_weights is not None:
-            raise
-        # Name the ways out: a trained checkpoint, or the weights as a local file.
-        raise DetectionError(f"{e}; or detect with a model of your own: --checkpoint CKPT "
-                             "(README, 'Offline')") from None
+    except WeightsUnavailable as e:
+        # The ways out a detector's user has: the weights as a local file, or a trained model.
+        if str(imagenet_weights or "imagenet") == "imagenet":
+            ways = "or name the file: --imagenet-weights FILE (imagenet_weights=FILE)"
+        else:
+            ways = ("pass a copy of torchvision's googlenet-1378be20.pth as --imagenet-weights "
+                    "(imagenet_weights=), or drop it to download the weights")
+        raise WeightsUnavailable(f"{e}; {ways}; or detect with a model of your own: "
+                                 "--checkpoint CKPT (README, 'Offline')") from None
 
 
 def proposal_source(proposals: str | os.PathLike | ProposalCache | None, ensemble: Ensemble,

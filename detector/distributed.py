@@ -10,7 +10,8 @@ function here is the single-process identity.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from typing import TypeVar
 
@@ -55,11 +56,16 @@ def detect_sharded(detector: Detector, items: Sequence[tuple[int | str, str]], *
     the other ranks."""
     mine = shard(items)
     local: list[tuple[int, DetectionResult]] = []
-    results: Iterator[DetectionResult] = tqdm(
-        detector.detect_many([item for _, item in mine], workers=workers, keep_going=keep_going),
-        total=len(mine), desc=progress, unit="img", disable=progress is None or world()[0] != 0)
-    for (index, _), result in zip(mine, results):
-        if each is not None:
-            each(result)
-        local.append((index, replace(result, image=None)))  # pixels stay on their rank
+    results = detector.detect_many([item for _, item in mine], workers=workers,
+                                   keep_going=keep_going)
+    # The bar counts an image once it is handled and is closed on every way out, so it ends at
+    # N/N (a bar wrapped around the generator counts an item only when the next is asked for,
+    # and zip asks `mine` first: the last image was never counted, the bar never closed).
+    with closing(results), tqdm(total=len(mine), desc=progress, unit="img",
+                                disable=progress is None or world()[0] != 0) as bar:
+        for (index, _), result in zip(mine, results, strict=True):
+            if each is not None:
+                each(result)
+            local.append((index, replace(result, image=None)))  # pixels stay on their rank
+            bar.update()
     return gather_in_order(local)

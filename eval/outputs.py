@@ -15,13 +15,14 @@ disk must stay readable by the team. Replacing a file keeps its mode. Temporary 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from eval.errors import DetectionError
@@ -238,9 +239,47 @@ def _identity(path: Path) -> tuple | None:
             return None
 
 
+# The folders `check_output_file` / `check_output_dir` created during each open
+# `created_folders_removed_on_failure` block (innermost last).
+_watches: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def created_folders_removed_on_failure() -> Iterator[None]:
+    """A command's run: the output folders its checks create are noted, and if the block
+    raises (an error, Ctrl-C) those still empty are removed again, deepest first, so that a
+    failed command leaves no empty output folder behind (one that holds anything is kept)."""
+    created: list[Path] = []
+    _watches.append(created)
+    try:
+        yield
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()  # only if empty: a folder that holds anything stays
+            except OSError:
+                pass
+        raise
+    finally:
+        _watches.pop()
+
+
+def _make_folder(folder: Path) -> None:
+    """``folder`` with its missing parents; the ones this call creates noted for the open
+    `created_folders_removed_on_failure` block, if any."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if _watches:
+        _watches[-1].extend(reversed(missing))  # outermost first
+
+
 def _writable_folder(folder: Path, flag: str, target: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:

@@ -22,6 +22,12 @@ from proposals.defaults import MIN_INPUT_SIZE
 FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
 
 
+class WeightsUnavailable(DetectionError):
+    """The weights named cannot be had (the ImageNet download failed, or no such file). The
+    message says what happened; the caller adds the ways out its user has (a flag of the
+    detect command, a key of the training config)."""
+
+
 # Keys of torchvision GoogLeNet state dicts that a region classifier does not use: the auxiliary
 # classifiers (only for ImageNet training) and, unless kept as the 1,000-class head, ``fc``.
 AUX_PREFIXES = ("aux1.", "aux2.")
@@ -108,9 +114,10 @@ def weights_state_dict(weights: str | os.PathLike) -> tuple[dict[str, Tensor], s
     if str(weights) == "imagenet":
         return _download_imagenet(), "torchvision GoogLeNet_Weights.IMAGENET1K_V1"
     path = Path(weights)
+    if not os.path.lexists(path):
+        raise WeightsUnavailable(f"{path}: weights file not found")
     # weights_only: a file from elsewhere never runs code; a damaged one is one line.
-    state = read_torch_file(path, "weights file not found; pass an existing state-dict file, "
-                                  "'imagenet' or no weights")
+    state = read_torch_file(path, "weights file not found")
     if isinstance(state, dict) and "format" in state:  # a checkpoint of ours: one we can read?
         check_format(path, state["format"])
     for nested in ("state_dict", "model"):  # a checkpoint dict rather than a bare state dict
@@ -128,12 +135,10 @@ def _download_imagenet() -> dict[str, Tensor]:
         return GoogLeNet_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # URLError, HTTPError, hash mismatch, ...: all mean "no weights"
         reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise DetectionError(
+        raise WeightsUnavailable(
             f"cannot download torchvision's ImageNet GoogLeNet weights ({reason}); offline, use "
             "a local weights file: copy torchvision's googlenet-1378be20.pth into "
-            f"{torch.hub.get_dir()}/checkpoints, or name it (training: model.weights=FILE; "
-            "detection: --imagenet-weights FILE), or train from random weights "
-            "(model.weights=null)") from None
+            f"{torch.hub.get_dir()}/checkpoints") from None
 
 
 def check_input_size(input_size: int) -> None:

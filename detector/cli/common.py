@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eval.errors import DetectionError
+from eval.outputs import created_folders_removed_on_failure
 from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, PRECISIONS, REGION_BATCH, SCORE_THRESHOLD
 
 # The modules that only the `detect` extra installs, and the line that says so.
@@ -38,7 +39,7 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     with stop_on_signals() as signals:
         try:
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), created_folders_removed_on_failure():
                     warnings.showwarning = _one_line_warning
                     status = run(args) or 0
             except DetectionError as e:
@@ -61,6 +62,18 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     return status
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's ``--help``: the description and epilog as written, and every flag's
+    default in its help (`` (default: X)`` added where the help does not say it already)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default not in (None, False, [], argparse.SUPPRESS)
+                and "default" not in text.lower()):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     from tqdm import tqdm
 
@@ -78,6 +91,30 @@ def add_dataset_arguments(p: argparse.ArgumentParser, required: bool = True) -> 
     p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
     p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids "
                                    "(.txt, or .csv with a filename column)")
+
+
+def check_images_given(gt: str | None, images: str | None) -> None:
+    """--gt a folder of XML annotations without --images: their images are looked for beside
+    them. A folder that holds XMLs and neither an image nor a subfolder is refused naming
+    --images, before any work (the reader could only say which XML's image is missing)."""
+    from eval.datasets.images import IMAGE_SUFFIXES
+
+    if gt is None or images is not None:
+        return
+    folder, xmls = Path(gt), False
+    try:
+        if not folder.is_dir() or (folder / "Annotations").is_dir():
+            return  # COCO JSON, or a VOC root (its images are in JPEGImages/)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir() or Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    return
+                xmls = xmls or entry.name.lower().endswith(".xml")
+    except OSError:
+        return  # the reader names what is wrong with the folder
+    if xmls:
+        raise DetectionError(f"--gt {gt}: a folder of XML annotations without their images "
+                             "beside them; pass the images' folder with --images DIR")
 
 
 def add_protocol_argument(p: argparse.ArgumentParser) -> None:

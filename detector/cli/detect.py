@@ -26,7 +26,7 @@ import math
 import sys
 from pathlib import Path
 
-from detector.cli.common import (add_inference_arguments, check_cache_holds,
+from detector.cli.common import (HelpFormatter, add_inference_arguments, check_cache_holds,
                                  check_inference_arguments, inference_options, report_failures,
                                  run_main)
 from eval.errors import DetectionError
@@ -42,7 +42,7 @@ PARTIAL_NAME = "detections.partial.{rank}.jsonl"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gdet-detect", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders (every image below them; what is skipped is "
                         "reported). Read in their stored pixel grid (no EXIF rotation)")

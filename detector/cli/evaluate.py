@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from detector.cli.common import add_dataset_arguments, add_protocol_argument, run_main
+from detector.cli.common import (HelpFormatter, add_dataset_arguments, add_protocol_argument,
+                                 check_images_given, run_main)
 from eval.errors import DetectionError
 from eval.outputs import check_output_file
 
@@ -25,7 +26,7 @@ ilsvrc (auto picks it for a map_det.txt class map)."""
 def build_parser() -> argparse.ArgumentParser:
     """The evaluate command's flags."""
     p = argparse.ArgumentParser(prog="gdet-evaluate", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_dataset_arguments(p)
     p.add_argument("--detections", required=True,
                    help="COCO results JSON: a list of {image_id, category_id or category_name, "
@@ -76,6 +77,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
     check_input_names(gt=args.gt, detections=args.detections, images=args.images,
                       classes=args.classes, blacklist=args.blacklist, split=args.split)
+    check_images_given(args.gt, args.images)
     if args.images is not None and is_coco_json(args.gt):
         raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
                              f"({args.gt}) reads no image; drop --images")

@@ -28,7 +28,7 @@ import math
 
 from dataclasses import asdict
 
-from detector.cli.common import run_main
+from detector.cli.common import HelpFormatter, check_images_given, run_main
 from eval.errors import DetectionError
 from proposals.config import MODES, ProposalConfig, SelectiveSearchConfig
 
@@ -43,20 +43,9 @@ _CONFIG_DECIDES = ("gt", "images", "classes", *SS_DEFAULTS, "multibox", *MB_DEFA
                    "no_selective_search")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """The docstring as written, and every flag's default in its help (flags whose default
-    depends on --config say it in their own help)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gdet-propose", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=_Formatter)
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("--out", help="cache folder (created; an existing one is resumed); with "
                                  "--config, default: its data.proposals")
     p.add_argument("--config", help="a training config: its data and proposals sections decide "
@@ -131,6 +120,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         if not (args.gt or args.images):
             raise DetectionError("give --gt (a dataset), --images (a folder of images) or "
                                  "--config (a training config)")
+        check_images_given(args.gt, args.images)
         if not args.out:
             raise DetectionError("give --out CACHE_FOLDER (or --config with data.proposals)")
     _check_ranges(args)

@@ -28,8 +28,8 @@ import functools
 import json
 import sys
 
-from detector.cli.common import (add_dataset_arguments, add_inference_arguments,
-                                 add_protocol_argument, check_cache_holds,
+from detector.cli.common import (HelpFormatter, add_dataset_arguments, add_inference_arguments,
+                                 add_protocol_argument, check_cache_holds, check_images_given,
                                  check_inference_arguments, inference_options, report_failures,
                                  run_main)
 from eval.errors import DetectionError
@@ -42,7 +42,7 @@ EVALUATION_NAME = "evaluation.json"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gdet-test", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_dataset_arguments(p)
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help="a checkpoint of the train command; repeat it for an ensemble "
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_inference_arguments(args)
     check_choices(args.checkpoint, stacked=args.stacked, compile=args.compile)
+    check_images_given(args.gt, args.images)
     inputs = [args.gt, args.images, args.classes, args.blacklist, args.split, args.proposals,
               *args.checkpoint]
     out = check_output_dir(args.out, "--out", inputs)

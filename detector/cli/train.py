@@ -9,7 +9,7 @@ import argparse
 import sys
 import os
 
-from detector.cli.common import run_main
+from detector.cli.common import HelpFormatter, run_main
 from eval.errors import DetectionError
 from eval.outputs import check_output_dir
 
@@ -34,8 +34,8 @@ with different --seed. From Python: detector.training.loop.train(load_train_conf
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="gdet-train", description=DESCRIPTION,
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", help="YAML config (see configs/, or a run's config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set solver.lr=0.01 (repeatable)")

@@ -41,6 +41,7 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
         check_cache_matches(cache, config.proposals, data.proposals)
     # Read (and the MultiBox network checked) once, before any work: every checkpoint carries it.
     record = proposal_record(cache, config.proposals.multibox if config.proposals else None)
+    listed = len(dataset.images)
     dataset = usable_images(dataset, cache, data.proposals, "training")
     val = validation_set(data, cache) if config.solver.eval_every else None
     spec = ModelSpec(len(dataset.classes), config.model.input_size, config.model.context_pad,
@@ -63,7 +64,11 @@ def classifier_run(config: TrainConfig, rank: int, world: int, device: torch.dev
                        lambda model, epoch: validate(model, spec, device, val, cache,
                                                      due(epoch, config.solver)),
                        shown=("loss", "accuracy"),
-                       columns=("loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP"))
+                       columns=("loss", "loss_cls", "loss_box", "accuracy", "lr", "val_mAP"),
+                       train_images=len(dataset.images), val_images=len(val.images) if val else 0,
+                       skipped_images=listed - len(dataset.images),
+                       validation="val_mAP is VOC all-point AP@0.5 (the test command's "
+                                  "--protocol voc) on the validation split" if val else "")
 
 
 def open_cache(root: str) -> ProposalCache:

@@ -225,7 +225,9 @@ class TrainingRun:
     ``collate``); ``step(model, batch)`` returns the loss and its float parts (``"loss"`` among
     them); ``save(model, state)`` writes a checkpoint with the training ``state`` added;
     ``validate(model, epoch)`` returns validation metrics ({} when none are due); ``shown``
-    names the parts on the progress bar.
+    names the parts on the progress bar. The rest is for the summaries `train` prints: the
+    image counts (training images after ``skipped_images`` were left out, validation images)
+    and what the validation metrics measure.
     """
 
     model: nn.Module
@@ -236,6 +238,10 @@ class TrainingRun:
     validate: Callable[[nn.Module, int], dict]
     shown: tuple[str, ...] = ("loss",)
     columns: tuple[str, ...] = ("loss", "lr")
+    train_images: int = 0
+    val_images: int = 0
+    skipped_images: int = 0
+    validation: str = ""
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,

@@ -13,6 +13,7 @@ more epochs to extend a finished run.
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from detector.training.classifier import classifier_run
 from detector.training.config import (AnyTrainConfig, Solver, absolute_paths, check_resumable,
                                       config_from_dict, config_yaml)
 from detector.training.core import capture_rng, restore_rng, train_one_epoch
+from proposals.networks import WeightsUnavailable
 
 
 def train(config: AnyTrainConfig, *, device: str = "auto",
@@ -58,16 +60,13 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
     devices.join_process_group(dev)
     out = check_output_dir(config.output, "output")
     amp = devices.default_autocast(dev)
-    if config.task == "multibox":
-        from detector.training.multibox import multibox_run
-        run = multibox_run(config, rank, world, dev, amp, payload)
-    else:
-        run = classifier_run(config, rank, world, dev, amp)
+    run = build_run(config, rank, world, dev, amp, payload)
     optimizer, schedule = build_solver(run.model, config.solver)
     if payload is not None:
         restore(payload, run.model, optimizer, schedule, str(resume))
     net = run.model if world == 1 else torch.nn.parallel.DistributedDataParallel(run.model)
     if rank == 0:
+        print(start_summary(config, run, dev, amp, world, start))
         clear_run(old_run)  # --overwrite: only now that everything is checked
         write_atomic(out / "config.yaml", config_yaml(config))
     log = MetricsLog(out, run.columns, enabled=rank == 0, fresh=start == 0)
@@ -88,7 +87,63 @@ def train(config: AnyTrainConfig, *, device: str = "auto",
                 torch.distributed.barrier()
     finally:
         log.close()
+    if rank == 0:
+        print(end_summary(out, run, config))
     return out / "last.pt"
+
+
+def start_summary(config: AnyTrainConfig, run, device: torch.device, amp: torch.dtype | None,
+                  world: int, start: int) -> str:
+    """The paragraph a run begins with: what it trains on, where, how, for how long, and
+    where it writes."""
+    data, solver = config.data, config.solver
+    skipped = f", {run.skipped_images} skipped (above)" if run.skipped_images else ""
+    if run.validation:
+        val = (f"{_images(run.val_images)} to validate on (data.val_split {data.val_split}, "
+               f"every {solver.eval_every} epoch(s))")
+    else:
+        val = "no validation (" + ("solver.eval_every is 0" if data.val_split else
+                                   "no data.val_split") + ")"
+    where = f"{device}" + (f" x {world} ranks" if world > 1 else "")
+    precision = "bf16 autocast" if amp == torch.bfloat16 else "fp32"
+    epochs = f"epochs {start + 1} to {solver.epochs}" if start else f"{solver.epochs} epoch(s)"
+    return textwrap.fill(
+        f"training a {config.task} on {data.gt}: {_images(run.train_images)} to train on "
+        f"(data.train_split {data.train_split or 'unset: every image'}{skipped}), {val}; on "
+        f"{where} in {precision}; {epochs}; writing config.yaml, metrics.csv, epoch_NNN.pt and "
+        f"last.pt to {config.output}/", width=100, break_long_words=False,
+        break_on_hyphens=False)  # a path is never cut inside
+
+
+def _images(count: int) -> str:
+    return f"{count} image" + ("" if count == 1 else "s")
+
+
+def end_summary(out: Path, run, config: AnyTrainConfig) -> str:
+    """The closing lines: the model to use, and what the validation metrics mean."""
+    use = ("propose --multibox" if config.task == "multibox" else "detect/test --checkpoint")
+    lines = [f"done: {config.solver.epochs} epoch(s); the trained model is {out / 'last.pt'} "
+             f"({use}); each epoch's metrics are in {out / 'metrics.csv'}"]
+    if run.validation:
+        lines.append(run.validation)
+    return "\n".join(lines)
+
+
+def build_run(config: AnyTrainConfig, rank: int, world: int, device: torch.device,
+              amp: torch.dtype | None, payload: dict | None):
+    """The task's `TrainingRun`; weights that cannot be had name the config's ways out."""
+    try:
+        if config.task == "multibox":
+            from detector.training.multibox import multibox_run
+            return multibox_run(config, rank, world, device, amp, payload)
+        return classifier_run(config, rank, world, device, amp)
+    except WeightsUnavailable as e:
+        if config.model.weights == "imagenet":
+            ways = "or name the file: model.weights=FILE"
+        else:
+            ways = "set model.weights to an existing file, to imagenet (downloaded)"
+        raise WeightsUnavailable(f"{e}; {ways}, or train from random weights: model.weights=null "
+                                 "(in the config, or --set model.weights=...)") from None
 
 
 def run_epoch(run, net, optimizer, config: AnyTrainConfig, epoch: int, rank: int) -> dict:
