@@ -12,6 +12,7 @@ more epochs to extend a finished run.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from pathlib import Path
@@ -131,7 +132,12 @@ def end_summary(out: Path, run, config: AnyTrainConfig) -> str:
 
 def build_run(config: AnyTrainConfig, rank: int, world: int, device: torch.device,
               amp: torch.dtype | None, payload: dict | None):
-    """The task's `TrainingRun`; weights that cannot be had name the config's ways out."""
+    """The task's `TrainingRun`; weights that cannot be had name the config's ways out. A
+    resumed run's weights come from its checkpoint: ``model.weights`` is not read again (an
+    ImageNet-initialised run resumes offline, or after its weights file is gone)."""
+    if payload is not None and config.model.weights is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                       weights=None))
     try:
         if config.task == "multibox":
             from detector.training.multibox import multibox_run

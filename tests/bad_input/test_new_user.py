@@ -156,6 +156,27 @@ def test_offline_training_names_the_config_key_not_the_detect_flag(tiny, tmp_pat
     assert "--imagenet-weights" not in line
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_resumed_run_does_not_read_its_initial_weights_again(tiny, tmp_path):
+    # Resuming offline must work: the weights come from the checkpoint, and model.weights is
+    # not a key a resumed run may change, so an error asking to change it would be a dead end.
+    import torch
+    from torchvision.models import googlenet
+
+    from _tiny import train_tiny
+    from detector.cli.train import main as train
+
+    weights = tmp_path / "googlenet.pth"
+    torch.save(googlenet(weights=None, aux_logits=False, init_weights=True).state_dict(), weights)
+    out = tmp_path / "run"
+    assert train_tiny(tiny, out, "--set", "solver.epochs=1",
+                      "--set", f"model.weights={weights}") == 0
+    weights.unlink()  # as the ImageNet download is, offline
+    assert train(["--resume", str(out / "last.pt"), "--set", "solver.epochs=2",
+                  "--device", "cpu"]) == 0
+    assert (out / "epoch_002.pt").exists()
+
+
 # --- offline messages fit the command that prints them ------------------------------------------
 
 @pytest.mark.usefixtures("no_downloads")
