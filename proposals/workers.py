@@ -78,12 +78,17 @@ def _in_process(fn: Callable[[Any], Any], items: Iterable) -> Iterator:
 
 
 def _in_pool(fn, items: Iterable, workers: int, ordered: bool, ahead: int, name: str) -> Iterator:
-    pool, finished = _Pool(workers, fn, name), False
+    pool, graceful = _Pool(workers, fn, name), False
     try:
         yield from pool.results(iter(items), ordered, ahead)
-        finished = True
+        graceful = True
+    except Exception:
+        # An item's error (e.g. a full disk): the other workers finish the item they hold, so
+        # that a file they were writing is whole or removed, not cut off by SIGTERM.
+        graceful = True
+        raise
     finally:
-        pool.stop(graceful=finished)
+        pool.stop(graceful=graceful)
 
 
 class _Pool:
@@ -212,10 +217,14 @@ class _RemoteTraceback(Exception):
 
 def _serve(conn: Connection) -> None:
     """A worker: receives ``fn``, then ``(index, item)`` until None or the parent is gone;
-    answers ``(index, ok, result or exception, traceback)``."""
+    answers ``(index, ok, result or exception, traceback)``. The parent's SIGTERM (`stop`)
+    unwinds ``fn`` first, so that a file it was writing is not left half-written beside its
+    target (`eval.outputs.write_atomic` removes its temporary file), then ends the worker by
+    SIGTERM as before."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     one_thread()
     try:
+        signal.signal(signal.SIGTERM, _unwind)
         fn = conn.recv()
         while (message := conn.recv()) is not None:
             index, item = message
@@ -229,6 +238,17 @@ def _serve(conn: Connection) -> None:
                 conn.send((index, False, RuntimeError(f"unpicklable answer: {e}"), reply[3]))
     except (EOFError, OSError):  # the parent is gone: nobody to answer
         return
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM in a worker, raised to unwind what it was doing (not an Exception of ``fn``)."""
+
+
+def _unwind(signum: int, frame) -> None:
+    raise _Terminated
 
 
 def one_thread() -> None:
