@@ -7,10 +7,12 @@ imported inside the functions that need it.
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from eval.errors import DetectionError
@@ -30,13 +32,14 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     ``error: <message>``; a missing optional dependency prints which extra installs it.
     Ctrl-C (SIGINT) and SIGTERM print one ``interrupted`` line and exit with 130 and 143
     (`proposals.interrupts`: SIGTERM raises as Ctrl-C does, and an interrupt that something
-    inside ``run`` swallowed still ends the command so).
+    inside ``run`` swallowed still ends the command so). A file name that is not valid in the
+    output's encoding prints escaped (`_names_printable`).
     """
     import signal
 
     from proposals.interrupts import stop_on_signals
 
-    with stop_on_signals() as signals:
+    with stop_on_signals() as signals, _names_printable():
         try:
             try:
                 with warnings.catch_warnings(), created_folders_removed_on_failure():
@@ -60,6 +63,43 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
         print("interrupted", file=sys.stderr)
         return 128 + (signals.received or signal.SIGINT)
     return status
+
+
+@contextlib.contextmanager
+def _names_printable() -> Iterator[None]:
+    """stdout and stderr, where they would raise on a character their encoding cannot write,
+    write it escaped instead while a command runs: on Linux a file name's bytes that are not
+    UTF-8 arrive as lone surrogates (``os.fsdecode``), which a strict UTF-8 stream refuses with
+    UnicodeEncodeError in the middle of the output. Such a name prints as ``caf\\xe9.jpg``,
+    its bytes, as ``ls -b`` shows it (`_escape_unwritable`)."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        if errors in ("strict", "backslashreplace") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=_ESCAPE)
+            changed.append((stream, errors))
+    try:
+        yield
+    finally:
+        for stream, errors in changed:
+            if not stream.closed:
+                stream.reconfigure(errors=errors)
+
+
+def _escape_unwritable(error: UnicodeError) -> tuple[str, int]:
+    """The codec error handler `_names_printable` sets: a byte that ``os.fsdecode`` carried
+    as a lone surrogate (U+DC80..U+DCFF) back as ``\\xNN``; any other character Python's
+    ``backslashreplace`` way."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else c.encode("ascii", "backslashreplace").decode("ascii")
+                   for c in text), error.end
+
+
+_ESCAPE = "gdet.escape_unwritable"
+codecs.register_error(_ESCAPE, _escape_unwritable)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -245,15 +245,18 @@ class TrainingRun:
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    step: Step, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """One pass over ``loader`` with ``step``; returns the epoch's mean of each loss part."""
+                    step: Step, on_step: Callable[[int, dict], None] | None = None,
+                    epoch: int | None = None) -> dict:
+    """One pass over ``loader`` with ``step``; returns the epoch's mean of each loss part.
+    A loss that is not finite (training diverged) is a DetectionError naming the step and
+    ``epoch`` (1-based, for the message), before it reaches the weights."""
     model.train()
     totals: dict[str, float] = {}
     steps = 0
     for index, batch in enumerate(loader):
         loss, parts = step(model, batch)
         if not math.isfinite(parts["loss"]):
-            raise FloatingPointError(f"loss is {parts['loss']} at step {index}: lower solver.lr")
+            raise DetectionError(_diverged(parts["loss"], index + 1, epoch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -263,6 +266,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         if on_step is not None:
             on_step(index, parts)
     return {key: value / max(steps, 1) for key, value in totals.items()}
+
+
+def _diverged(loss: float, step: int, epoch: int | None) -> str:
+    where = f"step {step}" + (f" of epoch {epoch}" if epoch is not None else "")
+    return (f"training diverged: the loss is {loss} at {where}; lower solver.lr (in the config, "
+            "or --set solver.lr=...), or check the data for wrong boxes or labels")
 
 
 def due(epoch: int, solver: Solver) -> bool:

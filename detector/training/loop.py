@@ -159,8 +159,9 @@ def run_epoch(run, net, optimizer, config: AnyTrainConfig, epoch: int, rank: int
     loader = data_loader(run.batches, config.loader_workers, batch_size=1, shuffle=False,
                          collate_fn=run.collate)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.solver.epochs}", disable=rank != 0)
-    return train_one_epoch(net, bar, optimizer, run.step, on_step=lambda _, parts: (
-        bar.set_postfix({k: f"{parts[k]:.3f}" for k in run.shown})))
+    return train_one_epoch(net, bar, optimizer, run.step, epoch=epoch + 1,
+                           on_step=lambda _, parts: (
+                               bar.set_postfix({k: f"{parts[k]:.3f}" for k in run.shown})))
 
 
 def resume_config(path: str | os.PathLike, overrides: list[str] = ()) -> AnyTrainConfig:
