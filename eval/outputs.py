@@ -69,6 +69,8 @@ def write_error(path: str | os.PathLike, error: OSError) -> DetectionError:
     """The one-line error of a failed write of ``path`` (what was there before is intact)."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         why = "the disk is full (or the quota reached); free some space"
+    elif error.errno == errno.EFBIG:
+        why = "the file would pass this system's file size limit (ulimit -f); raise the limit"
     else:
         why = f"{error.strerror or error}; check the folder"
     return DetectionError(f"{path}: cannot write it: {why}, or write elsewhere (any previous "
