@@ -79,6 +79,8 @@ DETECT_CASES = {
     "not a cache": (["{r}/photo.png", "--proposals", "{r}/voc"], ["voc"]),
     "out is a file": (["{r}/photo.png", "--out", "{r}/notes.txt"], ["--out", "notes.txt"]),
     "out would overwrite the input": (["{r}/photo.png", "--out", "{r}"], ["photo.png", "--out"]),
+    "out's detections.json is a folder": (["{r}/photo.png", "--out", "{r}/held"],
+                                          ["--out", "detections.json", "is a folder"]),
 }
 # Without --checkpoint (the ImageNet baseline): its own flag's cases.
 DETECT_BASELINE_CASES = {
@@ -110,6 +112,7 @@ def fill(argv, root):
 @pytest.mark.parametrize("case", DETECT_CASES)
 def test_detect_refuses(case, setup, tmp_path, capsys):
     argv, names = DETECT_CASES[case]
+    (setup / "held" / "detections.json").mkdir(parents=True, exist_ok=True)
     argv = fill(argv, setup)
     if "--checkpoint" not in argv or argv.count("--checkpoint") == 1 and "--stacked" in argv:
         argv += ["--checkpoint", str(setup / "a.pt")]
