@@ -220,7 +220,7 @@ def test_a_script_the_parent_cannot_check_is_stopped_by_its_workers(tmp_path):
     """The workers' own check: with the parent's disabled, each worker's import of the script
     reaches the pool and ends that worker; the parent still reports one error."""
     write_images(tmp_path / "imgs", 2)
-    head = "import proposals.workers\nproposals.workers._guarded = lambda path, line: True\n"
+    head = "import proposals.main_guard\nproposals.main_guard._guarded = lambda path, line: True\n"
     run = run_script(tmp_path, head + PROPOSE, CALLS[PROPOSE], images=str(tmp_path / "imgs"),
                      out=str(tmp_path / "cache"))
     assert run.returncode != 0
