@@ -195,8 +195,10 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construc
 def parse_yaml(text: str, where: str, fix: str, lines: bool = True) -> Any:
     """``text`` parsed by `ConfigLoader`; any failure one error starting with ``where`` and
     ending with ``fix`` (with the line, where ``lines``)."""
+    loader = None
     try:
-        return yaml.load(text, Loader=ConfigLoader)
+        loader = ConfigLoader(text)  # a yaml.SafeLoader subclass: the only way YAML is read
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f"line {mark.line + 1}: " if lines and mark is not None else ""
@@ -210,6 +212,9 @@ def parse_yaml(text: str, where: str, fix: str, lines: bool = True) -> Any:
     except yaml.YAMLError as e:  # the reader: a control character
         raise DetectionError(f"{where}: invalid YAML ({_cut(str(e).splitlines()[0], 120)}); "
                              f"{fix}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -252,3 +252,15 @@ def test_range_error_from_set_names_the_set(tmp_path):
     assert str(info.value).startswith(f"--set solver.lr=-1 (on {path}): solver.lr must be > 0")
     with pytest.raises(DetectionError, match=r"^--set task=\[1\] .*task \[1\] is unknown"):
         load_train_config(path, ["task=[1]"])
+
+
+def test_configs_are_read_by_the_safe_loader_only():
+    import yaml
+
+    from eval.config import ConfigLoader, parse_yaml
+
+    assert issubclass(ConfigLoader, yaml.SafeLoader)
+    with pytest.raises(DetectionError, match="not allowed"):
+        parse_yaml("a: !!python/object/apply:os.system ['true']", "c.yaml", "fix it")
+    with pytest.raises(DetectionError, match="c.yaml: invalid YAML"):
+        parse_yaml("a: \x07", "c.yaml", "fix it")  # a control character: the reader refuses it
