@@ -57,13 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the config (or the resumed checkpoint's), check the device and output folder,
-    train."""
+    """Read the config (or the resumed checkpoint's), check its output folder (the error names
+    the config file), train: `train` checks the device and the output again before any work,
+    as it does for a Python caller."""
     config, where = read_config(args)
     from detector.training.loop import train
-    from proposals.devices import pick_device
 
-    pick_device(args.device)
     check_output_dir(config.output, f"{where}: output")
     train(config, device=args.device, resume=args.resume, overwrite=args.overwrite)
     return 0
