@@ -77,19 +77,32 @@ def proposal_recall(gt_boxes: Sequence[np.ndarray], proposals: Sequence[np.ndarr
     if len(gt_boxes) != len(proposals):
         raise DetectionError(f"{len(proposals)} proposal lists for {len(gt_boxes)} images; "
                              "give one (possibly empty) list per image")
-    counts = _check_counts(counts)
+    counts = check_counts(counts)
     thresholds = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
-    per_image = [_prefix_best_iou(as_boxes(g, f"gt of image {i}"),
-                                  as_boxes(p, f"proposals of image {i}"), counts)
+    per_image = [prefix_best_iou(as_boxes(g, f"gt of image {i}"),
+                                 as_boxes(p, f"proposals of image {i}"), counts)
                  for i, (g, p) in enumerate(zip(gt_boxes, proposals))]
     best = np.concatenate([np.zeros((len(counts), 0)), *per_image], axis=1)
     used = [[_limit(n, len(as_boxes(p, "proposals"))) for n in counts] for p in proposals]
     mean_used = np.mean(used, axis=0) if used else np.zeros(len(counts))
+    return recall_result(best, counts, mean_used, thresholds)
+
+
+def recall_result(best_iou: np.ndarray, counts: tuple[int | None, ...], mean_proposals: np.ndarray,
+                  iou_thresholds: np.ndarray = AR_IOU_THRESHOLDS) -> RecallResult:
+    """The `RecallResult` of each gt's best IoU among the top-N proposals, ``best_iou``
+    float64 [C, G] (rows: ``counts``, checked by `check_counts`); ``mean_proposals`` [C]:
+    proposals per image used. Any subset of gts (columns) gives its own result."""
+    best_iou = np.asarray(best_iou, np.float64)
+    if best_iou.ndim != 2 or len(best_iou) != len(counts):
+        raise ValueError(f"best_iou must be [{len(counts)}, G], got {best_iou.shape}")
+    thresholds = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
     return RecallResult(
         counts=counts, iou_thresholds=thresholds,
-        recall=np.stack([_recall(row, thresholds) for row in best]),
-        average_recall=np.array([_recall(row, AR_IOU_THRESHOLDS).mean() for row in best]),
-        mean_proposals=mean_used, num_gt=best.shape[1], best_iou=best)
+        recall=np.stack([_recall(row, thresholds) for row in best_iou]),
+        average_recall=np.array([_recall(row, AR_IOU_THRESHOLDS).mean() for row in best_iou]),
+        mean_proposals=np.asarray(mean_proposals, np.float64), num_gt=best_iou.shape[1],
+        best_iou=best_iou)
 
 
 def evaluate_proposals(records: Sequence[ImageRecord], proposals: Sequence[np.ndarray],
@@ -104,8 +117,8 @@ def evaluate_proposals(records: Sequence[ImageRecord], proposals: Sequence[np.nd
     return proposal_recall(gts, proposals, counts, iou_thresholds)
 
 
-def _prefix_best_iou(gt: np.ndarray, proposals: np.ndarray,
-                     counts: tuple[int | None, ...]) -> np.ndarray:
+def prefix_best_iou(gt: np.ndarray, proposals: np.ndarray,
+                    counts: tuple[int | None, ...]) -> np.ndarray:
     """float64 [C, G]: each gt's best IoU among the top-N proposals, for each N in counts
     (0 when there are none). A running max over the ranked proposals, in chunks."""
     limits = [_limit(n, len(proposals)) for n in counts]
@@ -133,7 +146,8 @@ def _recall(best_iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return (best_iou[None, :] >= thresholds[:, None]).mean(axis=1)
 
 
-def _check_counts(counts: Sequence[int | None]) -> tuple[int | None, ...]:
+def check_counts(counts: Sequence[int | None]) -> tuple[int | None, ...]:
+    """``counts`` as a tuple of distinct positive ints and None (all), else one error."""
     counts = tuple(counts)
     for n in counts:
         integer = isinstance(n, (int, np.integer)) and not isinstance(n, bool)
