@@ -8,7 +8,8 @@ file of at most 1 MiB: a FIFO, device or folder is one error at once) and parsed
 beyond the plain ones (``!!python/object``, ``!foo``) and aliases that would expand the
 document past `MAX_NODES` values (a "billion laughs") are refused while the document is
 composed, before any value is built or shown. ``--set a.b=value`` overrides are parsed by the
-same loader, and every error names where its key came from: the file, or the ``--set`` item.
+same loader, and every error names where its key came from: the file, the ``_base_`` file it
+inherits the key from (`eval.config_base`), or the ``--set`` item.
 
 Unknown keys and wrong types are rejected with the dotted key. Values out of range: a
 dataclass checks its own fields in ``__post_init__`` with `check_fields` (or raises
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from eval.config_base import inherited
 from eval.errors import DetectionError
 from eval.inputs import read_text
 
@@ -217,9 +219,10 @@ def parse_yaml(text: str, where: str, fix: str, lines: bool = True) -> Any:
             loader.dispose()
 
 
-def read_yaml(path: str | Path) -> dict:
-    """A YAML config file as a dict (not checked against any class yet)."""
-    data = parse_yaml(read_text(path, "config", FILE_FIX), str(path), "fix the file") or {}
+def read_yaml(path: str | Path, fix: str = FILE_FIX) -> dict:
+    """A YAML config file as a dict (not checked against any class yet, its ``_base_`` not
+    followed); ``fix`` ends the error when it cannot be read."""
+    data = parse_yaml(read_text(path, "config", fix), str(path), "fix the file") or {}
     if not isinstance(data, dict):
         raise DetectionError(f"{path}: a config must be a mapping of keys to values; {FILE_FIX}")
     return data
@@ -230,17 +233,20 @@ def read_yaml(path: str | Path) -> dict:
 @dataclasses.dataclass
 class ConfigSource:
     """A config's plain data before it is checked, and where each key came from: ``file`` (a
-    YAML file, a checkpoint; None: the defaults) or the ``--set`` item that set it last."""
+    YAML file, a checkpoint; None: the defaults), the ``_base_`` file in ``origins`` that wrote
+    it, or the ``--set`` item that set it last."""
 
     data: dict
     file: str | None = None
     sets: dict[str, str] = dataclasses.field(default_factory=dict)  # dotted key -> item
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)  # dotted key -> file
 
     def where(self, key: str = "") -> str:
-        """What an error about dotted ``key`` starts with: its --set item, or the file."""
+        """What an error about dotted ``key`` starts with: its --set item, the base file that
+        wrote it, or the file."""
         item = self._item(key)
         if item is None:
-            return self.file or "<defaults>"
+            return self._longest(self.origins, key) or self.file or "<defaults>"
         return f"--set {_cut(item)}" + (f" (on {self.file})" if self.file else "")
 
     def fix(self, key: str) -> str:
@@ -274,17 +280,26 @@ class ConfigSource:
         return _from_dict(cls, self.data, self, "")
 
     def _item(self, key: str) -> str | None:
+        return self._longest(self.sets, key)
+
+    @staticmethod
+    def _longest(table: dict[str, str], key: str) -> str | None:
+        """The entry of dotted ``key``, or of the nearest section above it, in ``table``."""
         parts = re.sub(r"\[\d+\]", "", key).split(".")
-        return next((self.sets[k] for k in (".".join(parts[:n]) for n in
-                                            range(len(parts), 0, -1)) if k in self.sets), None)
+        return next((table[k] for k in (".".join(parts[:n]) for n in
+                                        range(len(parts), 0, -1)) if k in table), None)
 
 
 def config_source(path: str | Path | None = None, overrides: typing.Iterable[str] = (), *,
                   base: dict | None = None, where: str | None = None) -> ConfigSource:
-    """The data of a YAML file (or ``base``, a config's plain dict, or nothing: the defaults)
-    with ``key=value`` overrides applied; errors name ``where`` (default: the file)."""
-    data = read_yaml(path) if path else copy.deepcopy(base or {})
-    source = ConfigSource(data, where or (str(path) if path else None))
+    """The data of a YAML file merged onto its ``_base_`` files (see `eval.config_base`), or of
+    ``base`` (a config's plain dict), or nothing (the defaults), with ``key=value`` overrides
+    applied after; errors name ``where`` (default: the file, or the base file of the key)."""
+    data, origins = copy.deepcopy(base or {}), {}
+    if path:  # keys the file wrote itself are named by ``where``; a base's by the base
+        data, origins = inherited(path, read_yaml, FILE_FIX)
+        origins = {key: file for key, file in origins.items() if file != str(path)}
+    source = ConfigSource(data, where or (str(path) if path else None), origins=origins)
     for item in overrides:
         source.override(item)
     return source
