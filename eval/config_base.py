@@ -75,9 +75,9 @@ class _Chain:
         data, origins = {}, {}
         for base in bases:
             asked = f"named by _base_ {base!r} in {shown}, relative to that file's folder"
-            data, origins = _overlay(data, origins,
-                                     *self.load(path.parent / base, chain + [(shown, real)],
-                                                asked), shown)
+            loaded, loaded_origins = self.load(path.parent / base, chain + [(shown, real)],
+                                               asked)
+            data, origins = _overlay(data, origins, loaded, loaded_origins, shown)
         return _overlay(data, origins, own, _keys(own, shown), shown)
 
 
