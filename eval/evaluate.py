@@ -16,6 +16,7 @@ from eval.datasets import (CocoInstances, Dataset, coco_class_mask, coco_dataset
                            subset_coco_instances)
 from eval.inputs import check_input_names
 from eval.datasets.ilsvrc import _is_class_map
+from eval.datasets.yolo import is_yolo
 from eval.boxes import xyxy_to_xywh
 from eval.errors import DetectionError
 from eval import coco
@@ -34,8 +35,9 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
                    ) -> EvalResult:
     """Evaluate a COCO results file (or list) against ground truth in any supported format.
 
-    ``gt``: COCO instances JSON, a PASCAL VOC root or a folder of VOC/ILSVRC XMLs (see
-    `eval.datasets.load_dataset` for ``images``, ``classes``, ``blacklist``, ``split``).
+    ``gt``: COCO instances JSON, a PASCAL VOC root, a folder of VOC/ILSVRC XMLs, a YOLO
+    data.yaml or a YOLO labels folder (see `eval.datasets.load_dataset` for ``images``,
+    ``classes``, ``blacklist``, ``split``).
     ``protocol``: "coco", "voc07", "voc", "ilsvrc" or "auto" (`guess_protocol`). ``images``
     (where the XMLs' images are) is not read for COCO JSON, whose evaluation needs no image:
     the test command passes the image root it detected on; the evaluate command refuses it.
@@ -75,9 +77,10 @@ def _nothing_to_evaluate(gt: PathLike, selection: list[str]) -> None:
 
 
 def guess_protocol(gt: PathLike, classes: PathLike | None = None) -> str:
-    """What ``protocol="auto"`` means: "coco" for a .json ground truth, "ilsvrc" when
-    ``classes`` is a synset map (ILSVRC's map_det.txt), "voc" otherwise."""
-    if Path(gt).suffix.lower() == ".json":
+    """What ``protocol="auto"`` means: "coco" for a .json ground truth and for YOLO labels
+    (Ultralytics reports COCO's mAP@[.5:.95]), "ilsvrc" when ``classes`` is a synset map
+    (ILSVRC's map_det.txt), "voc" otherwise."""
+    if Path(gt).suffix.lower() == ".json" or is_yolo(gt, classes):
         return "coco"
     if classes is not None and _is_class_map(classes):
         return "ilsvrc"

@@ -124,13 +124,17 @@ def add_dataset_arguments(p: argparse.ArgumentParser, required: bool = True) -> 
     """--gt, --images, --classes, --blacklist, --split: what `load_dataset` takes."""
     p.add_argument("--gt", required=required,
                    help="ground truth: a COCO instances JSON, a PASCAL VOC folder (Annotations/, "
-                        "JPEGImages/), or a folder of VOC/ILSVRC XML files")
-    p.add_argument("--images", help="image folder (COCO image root, or where the XMLs' images are)")
-    p.add_argument("--classes", help="class list file: one name per line, or ILSVRC map_det.txt "
-                                     "lines 'synset index name' (default: the sorted names found)")
+                        "JPEGImages/), a folder of VOC/ILSVRC XML files, a YOLO data.yaml, or "
+                        "a folder of YOLO label .txt files")
+    p.add_argument("--images", help="image folder (COCO image root, where the XMLs' images are, "
+                                    "or the YOLO labels' images)")
+    p.add_argument("--classes", help="class list file: one name per line (YOLO: darknet's .names "
+                                     "or a data.yaml), or ILSVRC map_det.txt lines 'synset "
+                                     "index name' (default: the sorted names found)")
     p.add_argument("--blacklist", help="ILSVRC blacklist file of 'image_index class_index' lines")
-    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, or a file of ids "
-                                   "(.txt, or .csv with a filename column)")
+    p.add_argument("--split", help="image subset: a VOC ImageSets/Main split name, a YOLO "
+                                   "data.yaml's train, val or test, or a file of ids (.txt, "
+                                   "or .csv with a filename column)")
 
 
 def check_images_given(gt: str | None, images: str | None) -> None:

@@ -81,15 +81,16 @@ class _Tally:
     outside: int = 0
     empty: int = 0
 
-    def check(self, boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    def check(self, boxes: np.ndarray, sizes: np.ndarray, slack: float = 0.0) -> np.ndarray:
         """Float32 copies of float64 xyxy ``boxes`` [N, 4]; counts those that reach past their
-        image's ``sizes`` [N or 1, 2] (width, height) and those of zero width or height."""
+        image's ``sizes`` [N or 1, 2] (width, height) by more than ``slack`` pixels (a format's
+        rounding: YOLO's fractions) and those of zero width or height."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         limit = np.tile(np.asarray(sizes, np.float64).reshape(-1, 2), 2)
         out = boxes.astype(np.float32)
         # Judged in float32, the boxes as stored: a sliver that rounds to zero width is empty.
         empty = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
-        past = (boxes < 0) | (boxes > limit)
+        past = (boxes < -slack) | (boxes > limit + slack)
         self.outside += int(np.sum(past.any(axis=1)))
         self.empty += int(np.sum(empty))
         return out
