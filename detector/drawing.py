@@ -83,13 +83,15 @@ def label_font(size: int):
 def tab_candidates(box: Sequence[float], tab: tuple[int, int], image: tuple[int, int]
                    ) -> list[tuple[int, int]]:
     """Top-left corners where a ``tab`` (width, height) may label ``box`` (xyxy pixels) in an
-    ``image`` (width, height), best first: on the top edge (outside the box, then inside), then
-    on the bottom edge (inside, then outside); each left- then right-aligned with the box. Each
-    is moved as little as needed to keep the tab whole in the image (a tab wider than the
-    image starts at its left edge)."""
+    ``image`` (width, height), best first: on the top edge (outside the box where there is
+    room above it, then inside), then on the bottom edge (inside, then outside where there is
+    room below); each left- then right-aligned with the box. Each is moved as little as needed
+    to keep the tab whole in the image (a tab wider than the image starts at its left edge)."""
     x1, y1, x2, y2 = (float(v) for v in box[:4])
     (w, h), (width, height) = tab, image
-    corners = [(x, y) for y in (y1 - h, y1, y2 - h, y2) for x in (x1, x2 - w)]
+    above = y1 - h if y1 >= h else y1
+    below = y2 if y2 + h <= height else y2 - h
+    corners = [(x, y) for y in (above, y1, y2 - h, below) for x in (x1, x2 - w)]
     return [(max(0, round(min(max(0, x), width - w))), max(0, round(min(max(0, y), height - h))))
             for x, y in corners]
 
