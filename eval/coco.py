@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.results import ClassMatch
+
 # The constants of pycocotools' Params (iouType "bbox"), computed the same way so that the
 # float values, and hence every threshold comparison, are identical.
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -63,17 +65,80 @@ class CocoEvalArrays:
     recall: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class CocoMatches:
+    """COCOeval.evaluate's outcome, before accumulate.
+
+    ``order`` int64 [D]: the detections it keeps (the 100 best of each image and category),
+    sorted by (image, category, score descending, file order); ``rank`` int64 [D] within that
+    image and category. ``matched`` and ``ignore`` bool [D, T, A], in that order.
+    ``matched_gt`` int64 [D]: the ground-truth row each took at IoU 0.5 over all areas (-1:
+    none). ``num_positive`` int64 [K, A]: the ground truth that counts.
+    """
+
+    order: np.ndarray
+    rank: np.ndarray
+    matched: np.ndarray
+    ignore: np.ndarray
+    matched_gt: np.ndarray
+    num_positive: np.ndarray
+
+
 def evaluate_boxes(gt: CocoBoxes, dt: CocoBoxes, num_images: int, num_classes: int) -> CocoEvalArrays:
     """Run COCOeval's evaluate + accumulate on arrays; see the module docstring."""
+    return accumulate(match_boxes(gt, dt, num_classes), dt)
+
+
+def match_boxes(gt: CocoBoxes, dt: CocoBoxes, num_classes: int) -> CocoMatches:
+    """COCOeval.evaluate on arrays: every detection kept, matched at every IoU threshold and
+    area range."""
     dt_order, dt_rank = _top_detections(dt, num_classes, MAX_DETS[-1])
     gt_order = np.lexsort((np.arange(len(gt.label)), gt.label, gt.image))
     gt_ignore = _area_ignore(gt.area[gt_order], gt.iscrowd[gt_order])
-    matched, matched_ignored = _match(gt, gt_order, gt_ignore, dt, dt_order, dt_rank, num_classes)
+    matched, matched_ignored, took = _match(gt, gt_order, gt_ignore, dt, dt_order, dt_rank,
+                                            num_classes)
     dt_out_of_range = _area_ignore(dt.area[dt_order], np.zeros(len(dt_order), bool))
     dt_ignore = matched_ignored | (~matched & dt_out_of_range[:, None, :])
     num_positive = _count_positives(gt.label[gt_order], gt_ignore, num_classes)
-    return _accumulate(dt.label[dt_order], dt.score[dt_order], dt_rank, matched, dt_ignore,
-                       num_positive)
+    matched_gt = np.where(took >= 0, gt_order[np.maximum(took, 0)], -1) if len(gt_order) else took
+    return CocoMatches(dt_order, dt_rank, matched, dt_ignore, matched_gt, num_positive)
+
+
+def accumulate(matches: CocoMatches, dt: CocoBoxes) -> CocoEvalArrays:
+    """COCOeval.accumulate of `match_boxes`' outcome for the detections ``dt``."""
+    return _accumulate(dt.label[matches.order], dt.score[matches.order], matches.rank,
+                       matches.matched, matches.ignore, matches.num_positive)
+
+
+def class_matches(matches: CocoMatches, gt: CocoBoxes, dt: CocoBoxes) -> list[ClassMatch]:
+    """Each category's detections at IoU 0.5 over all areas with 100 per image, in the order
+    accumulate ranks them (score, ties by image then rank), labels 1..K: what its AP50 reads."""
+    label, score = dt.label[matches.order], dt.score[matches.order]
+    by_label = np.argsort(label, kind="stable")
+    num_k = len(matches.num_positive)
+    bounds = np.searchsorted(label[by_label], np.arange(num_k + 1))
+    gt_of = np.argsort(gt.label, kind="stable")
+    gt_bounds = np.searchsorted(gt.label[gt_of], np.arange(num_k + 1))
+    out = []
+    for k in range(num_k):
+        kept = by_label[bounds[k]:bounds[k + 1]]
+        kept = kept[np.argsort(-score[kept], kind="stable")]
+        matched, ignore = matches.matched[kept, 0, 0], matches.ignore[kept, 0, 0]
+        tp = matched & ~ignore
+        out.append(ClassMatch(k + 1, matches.order[kept], tp, ~matched & ~ignore,
+                              np.where(tp, matches.matched_gt[kept], -1),
+                              gt_of[gt_bounds[k]:gt_bounds[k + 1]],
+                              int(matches.num_positive[k, 0])))
+    return out
+
+
+def interpolated_ap(tp: np.ndarray, fp: np.ndarray, num_positive: int) -> float:
+    """COCOeval's AP of one category at one IoU threshold (101 recall points) from its tp and
+    fp flags bool [D] in accumulate's order (a detection that is neither is ignored)."""
+    cum_tp = np.cumsum(tp, dtype=np.float64)[:, None]
+    cum_fp = np.cumsum(fp, dtype=np.float64)[:, None]
+    precision, _ = _precision_recall(cum_tp, cum_fp, num_positive)
+    return float(np.mean(precision[0]))
 
 
 def summarize(arrays: CocoEvalArrays) -> list[float]:
@@ -175,15 +240,18 @@ def _match(gt: CocoBoxes, gt_order: np.ndarray, gt_ignore: np.ndarray, dt: CocoB
            ) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval's greedy matching for all groups, IoU thresholds and area ranges at once.
 
-    Returns ``matched`` bool [D, T, A] and ``matched_ignored`` bool [D, T, A] (matched to a
-    ground truth that is ignored in that area range), rows in ``dt_order``.
+    Returns ``matched`` bool [D, T, A], ``matched_ignored`` bool [D, T, A] (matched to a
+    ground truth that is ignored in that area range), rows in ``dt_order``, and the position in
+    ``gt_order`` of the ground truth each took at the first threshold and area range int64 [D]
+    (-1: none).
     """
     num_t, num_a = len(IOU_THRESHOLDS), len(AREA_RANGES)
     matched = np.zeros((len(dt_order), num_t, num_a), bool)
     matched_ignored = np.zeros_like(matched)
+    took = np.full(len(dt_order), -1, np.int64)
     pair_dt, pair_gt = _pairs(gt, gt_order, dt, dt_order, num_classes)
     if len(pair_dt) == 0:
-        return matched, matched_ignored
+        return matched, matched_ignored, took
     crowd = gt.iscrowd[gt_order]
     iou = box_iou_xywh(dt.bbox[dt_order][pair_dt], gt.bbox[gt_order][pair_gt], crowd[pair_gt])
     thresholds = np.minimum(IOU_THRESHOLDS, _MAX_MATCH_THRESHOLD)[None, :, None]
@@ -205,7 +273,8 @@ def _match(gt: CocoBoxes, gt_order: np.ndarray, gt_ignore: np.ndarray, dt: CocoB
         gt_taken[winner, t, a] = True
         matched[det[starts][s], t, a] = True
         matched_ignored[det[starts][s], t, a] = gt_ignore[winner, a]
-    return matched, matched_ignored
+        took[det[starts]] = best[:, 0, 0]
+    return matched, matched_ignored, took
 
 
 def _pick_ground_truth(eligible: np.ndarray, iou: np.ndarray, ignore: np.ndarray,

@@ -35,6 +35,28 @@ class EvalResult:
         return out
 
 
+@dataclass(frozen=True, eq=False)
+class ClassMatch:
+    """One class's detections as a protocol counted them, for its AP and the error analysis.
+
+    ``label`` 1..K. ``rows`` int64 [D]: the class's detections (rows of the `Detections`) in the
+    order the protocol's AP reads them (score descending, its own tie rule), only those it
+    counts (not ILSVRC's blacklisted, not past COCO's 100 per image). ``tp``, ``fp`` bool [D];
+    neither for a detection the protocol ignores (VOC difficult, COCO crowd). ``matched`` int64
+    [D]: the ground truth a TP took, as an index into the dataset's flat ground truth (images in
+    order, each image's objects in file order), -1 elsewhere. ``gt`` int64 [G]: that flat index
+    of every ground truth of the class the protocol looks at; ``npos`` how many of them count.
+    """
+
+    label: int
+    rows: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    matched: np.ndarray
+    gt: np.ndarray
+    npos: int
+
+
 # pycocotools' summarize() labels, in the order of `EvalResult.stats`.
 COCO_STAT_NAMES = (
     "AP @[IoU=0.50:0.95 | area=   all | maxDets=100]",

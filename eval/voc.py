@@ -15,7 +15,7 @@ import numpy as np
 from eval.datasets import Dataset
 from eval.errors import DetectionError
 from eval.detections import Detections
-from eval.results import EvalResult, mean_ap
+from eval.results import ClassMatch, EvalResult, mean_ap
 
 # The recall points of VOC2007's 11-point AP as py-faster-rcnn's voc_eval.py (and every Python
 # port since) builds them: np.arange(0, 1.1, 0.1), so t = 0.30000000000000004, 0.6000000000000001,
@@ -95,11 +95,24 @@ def first_max_by_group(group: np.ndarray, values: np.ndarray) -> np.ndarray:
 def match_voc(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
               gt_image: np.ndarray, gt_boxes: np.ndarray, gt_difficult: np.ndarray,
               iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives of one class's detections, in descending score order
+    (`match_voc_ranked` without the order and the matched ground truth)."""
+    _, tp, fp, _ = match_voc_ranked(det_image, det_boxes, det_scores, gt_image, gt_boxes,
+                                    gt_difficult, iou_threshold)
+    return tp, fp
+
+
+def match_voc_ranked(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+                     gt_image: np.ndarray, gt_boxes: np.ndarray, gt_difficult: np.ndarray,
+                     iou_threshold: float = 0.5
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """True and false positives of one class's detections, in descending score order.
 
     Detections: image ids int [D], inclusive boxes [D, 4], scores [D] in file order (a stable
     sort keeps file order for ties, as MATLAB's sort does). Ground truth of the same class:
-    image ids int [G], inclusive boxes [G, 4], difficult bool [G]. Returns bool (tp, fp) [D].
+    image ids int [G], inclusive boxes [G, 4], difficult bool [G]. Returns (order, tp, fp,
+    matched): the detections' positions in score order int64 [D], bool tp and fp [D] in that
+    order, and the gt position int64 [D] each TP took (-1 for the others).
     Each detection takes the gt of its image with the highest IoU (first max wins; every gt
     competes, difficult or already matched). At IoU >= threshold: a difficult gt makes it
     neither TP nor FP; an unmatched gt makes it TP; a matched one makes it a duplicate FP.
@@ -121,7 +134,7 @@ def match_voc(det_image: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarr
     _, first = np.unique(best_gt[claims], return_index=True)
     tp = np.zeros(len(order), dtype=bool)
     tp[claims[first]] = True
-    return tp, ~tp & ~ignored
+    return order, tp, ~tp & ~ignored, np.where(tp, best_gt, -1)
 
 
 def precision_recall(tp: np.ndarray, fp: np.ndarray, npos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,24 +198,35 @@ def evaluate_voc(dataset: Dataset, detections: Detections, iou_threshold: float 
     Boxes of both sides are continuous xyxy and converted to inclusive pixels here. Classes
     without a non-difficult gt get AP None and are left out of the mean.
     """
+    per_class: dict[str, float | None] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, match in zip(dataset.classes, voc_class_matches(dataset, detections, iou_threshold)):
+        if match.npos == 0:
+            per_class[name] = None
+            continue
+        curves[name] = precision_recall(match.tp, match.fp, match.npos)
+        per_class[name] = voc_ap(*curves[name], use_07_metric=use_07_metric)
+    protocol = "voc07" if use_07_metric else "voc"
+    return EvalResult(protocol=protocol, mAP=mean_ap(per_class), per_class=per_class, curves=curves)
+
+
+def voc_class_matches(dataset: Dataset, detections: Detections, iou_threshold: float = 0.5
+                      ) -> list[ClassMatch]:
+    """Each class's detections as `evaluate_voc` counts them (`match_voc_ranked`), labels 1..K
+    in order; what both its AP and the error analysis (`eval.analysis`) read."""
     if not 0 < iou_threshold <= 1:
         raise DetectionError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     check_detections(dataset, detections)
     gt_image, gt_boxes, gt_labels, gt_difficult = flat_ground_truth(dataset)
     gt_boxes, det_boxes = to_inclusive(gt_boxes), to_inclusive(detections.boxes)
     num_classes = len(dataset.classes)
-    gt_of = class_members(gt_labels, num_classes)
     det_of = class_members(detections.labels, num_classes)
-    per_class: dict[str, float | None] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, g, d in zip(dataset.classes, gt_of, det_of):
-        npos = int(np.count_nonzero(~gt_difficult[g]))
-        if npos == 0:
-            per_class[name] = None
-            continue
-        tp, fp = match_voc(detections.image_index[d], det_boxes[d], detections.scores[d],
-                           gt_image[g], gt_boxes[g], gt_difficult[g], iou_threshold)
-        curves[name] = precision_recall(tp, fp, npos)
-        per_class[name] = voc_ap(*curves[name], use_07_metric=use_07_metric)
-    protocol = "voc07" if use_07_metric else "voc"
-    return EvalResult(protocol=protocol, mAP=mean_ap(per_class), per_class=per_class, curves=curves)
+    matches = []
+    for label, (g, d) in enumerate(zip(class_members(gt_labels, num_classes), det_of), 1):
+        order, tp, fp, took = match_voc_ranked(
+            detections.image_index[d], det_boxes[d], detections.scores[d], gt_image[g],
+            gt_boxes[g], gt_difficult[g], iou_threshold)
+        matched = np.where(took >= 0, g[np.maximum(took, 0)], -1) if len(g) else took
+        matches.append(ClassMatch(label, d[order], tp, fp, matched, g,
+                                  int(np.count_nonzero(~gt_difficult[g]))))
+    return matches
