@@ -6,14 +6,16 @@ other packages stand on. NumPy only: importing this package never imports torch.
     print(format_table(evaluate_files("instances_val.json", "detections.json")))
 
 `evaluate_files` is the one entry point from files; `evaluate` takes a `Dataset` and
-`Detections` in memory; `proposal_recall` / `evaluate_proposals` measure proposals.
+`Detections` in memory; `proposal_recall` / `evaluate_proposals` measure proposals, and
+`ProposalRecallAccumulator`, fed image by image, gives their `ProposalReport` (Hosang et al.).
 """
 from eval.datasets import Dataset, load_dataset
 from eval.errors import DetectionError
 from eval.evaluate import PROTOCOLS, evaluate, evaluate_files
+from eval.proposal_report import ProposalRecallAccumulator, ProposalReport
 from eval.recall import evaluate_proposals, proposal_recall
 from eval.results import EvalResult, format_table
 
-__all__ = ["PROTOCOLS", "Dataset", "DetectionError", "EvalResult", "evaluate",
-           "evaluate_files", "evaluate_proposals", "format_table", "load_dataset",
-           "proposal_recall"]
+__all__ = ["PROTOCOLS", "Dataset", "DetectionError", "EvalResult", "ProposalRecallAccumulator",
+           "ProposalReport", "evaluate", "evaluate_files", "evaluate_proposals", "format_table",
+           "load_dataset", "proposal_recall"]
