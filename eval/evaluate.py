@@ -6,7 +6,7 @@ ground truth and results files in, an `EvalResult` out, every option checked bef
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,22 +49,84 @@ def evaluate_files(gt: PathLike, detections: PathLike | list, *, protocol: str =
     by name (`check_options`) before anything is read; ground truth with nothing to evaluate
     (no object that counts) is an error, not a -1 or NaN mAP.
     """
+    return evaluate_inputs(load_inputs(gt, detections, protocol=protocol, images=images,
+                                       classes=classes, blacklist=blacklist, split=split))
+
+
+@dataclass(frozen=True, eq=False)
+class EvalInputs:
+    """What `evaluate_files` reads, checked: the ground truth and detections of one evaluation.
+
+    ``protocol`` is resolved (never "auto"); ``detections`` are mapped onto the ground truth's
+    images and classes. Ground truth from XML folders is ``dataset``; COCO JSON is
+    ``instances``, as pycocotools reads it (what the coco protocol evaluates), and its
+    `Dataset` (image paths under ``images``) is built only when asked for (`evaluation_dataset`).
+    ``selection`` names the selecting flags given, for messages.
+    """
+
+    protocol: str
+    gt: PathLike
+    detections: Detections
+    selection: tuple[str, ...] = ()
+    dataset: Dataset | None = None
+    instances: CocoInstances | None = None
+    images: PathLike | None = None
+
+    def evaluation_dataset(self) -> Dataset:
+        """The ground truth as a `Dataset`. From COCO JSON, crowd regions are also marked
+        difficult, VOC's analog (neither true nor false positive) for voc/voc07."""
+        if self.instances is None:
+            return self.dataset
+        dataset = coco_dataset(self.instances, self.images)
+        return replace(dataset, images=tuple(replace(r, difficult=r.difficult | r.iscrowd)
+                                             for r in dataset.images))
+
+    def coco_ground_truth(self) -> coco.CocoBoxes | None:
+        """COCO JSON ground truth in the coco protocol's terms (float64 xywh as in the file);
+        None for XML ground truth (`coco_ground_truth` of the dataset stands for it there)."""
+        if self.instances is None:
+            return None
+        inst = self.instances
+        return coco.CocoBoxes(inst.ann_image, inst.ann_label - 1, inst.ann_bbox, inst.ann_area,
+                              inst.ann_iscrowd)
+
+
+def load_inputs(gt: PathLike, detections: PathLike | list, *, protocol: str = "auto",
+                images: PathLike | None = None, classes: PathLike | None = None,
+                blacklist: PathLike | None = None, split: PathLike | None = None) -> EvalInputs:
+    """Read and check what `evaluate_files` evaluates (same arguments, same errors), so that
+    the error analysis (`eval.analysis.analyse_inputs`) reads exactly what it does."""
     check_input_names(gt=gt, detections=detections, images=images, classes=classes,
                       blacklist=blacklist, split=split)
     protocol = check_options(gt, protocol, classes=classes, blacklist=blacklist)
-    selection = [f"--{k}" for k, v in (("split", split), ("classes", classes),
-                                      ("blacklist", blacklist)) if v is not None]
+    selection = tuple(f"--{k}" for k, v in (("split", split), ("classes", classes),
+                                           ("blacklist", blacklist)) if v is not None)
     if is_coco_json(gt):
-        result = _evaluate_coco_file(gt, detections, protocol, classes, split, selection)
-    else:
-        dataset = load_dataset(gt, images=images, classes=classes, blacklist=blacklist,
-                               split=split)
-        if not any(len(record.labels) for record in dataset.images):
-            _nothing_to_evaluate(gt, selection)
-        result = evaluate_results(dataset, detections, protocol)
-    if all(ap is None for ap in result.per_class.values()):
+        instances, dets = _read_coco_file(gt, detections, protocol, classes, split, selection)
+        return EvalInputs(protocol, gt, dets, selection, instances=instances, images=images)
+    dataset = load_dataset(gt, images=images, classes=classes, blacklist=blacklist, split=split)
+    if not any(len(record.labels) for record in dataset.images):
         _nothing_to_evaluate(gt, selection)
+    dets = load_results(detections, [r.image_id for r in dataset.images], dataset.category_ids,
+                        dataset.classes)
+    return EvalInputs(protocol, gt, dets, selection, dataset=dataset)
+
+
+def evaluate_inputs(inputs: EvalInputs) -> EvalResult:
+    """`evaluate_files` on inputs `load_inputs` read: COCO JSON under the coco protocol keeps
+    pycocotools' exact arrays, anything else goes through `evaluate`."""
+    if inputs.instances is not None and inputs.protocol == "coco":
+        result = _coco_instances_result(inputs.instances, inputs.detections)
+    else:
+        result = evaluate(inputs.evaluation_dataset(), inputs.detections, inputs.protocol)
+    check_evaluated(result, inputs)
     return result
+
+
+def check_evaluated(result: EvalResult, inputs: EvalInputs) -> None:
+    """Refuse a result where no class has an AP: nothing in the ground truth counted."""
+    if all(ap is None for ap in result.per_class.values()):
+        _nothing_to_evaluate(inputs.gt, list(inputs.selection))
 
 
 def _nothing_to_evaluate(gt: PathLike, selection: list[str]) -> None:
@@ -110,11 +172,11 @@ def is_coco_json(gt: PathLike) -> bool:
     return Path(gt).suffix.lower() == ".json" and not Path(gt).is_dir()
 
 
-def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str,
-                        classes: PathLike | None, split: PathLike | None,
-                        selection: list[str]) -> EvalResult:
+def _read_coco_file(gt: PathLike, detections: PathLike | list, protocol: str,
+                    classes: PathLike | None, split: PathLike | None,
+                    selection: tuple[str, ...]) -> tuple[CocoInstances, Detections]:
     """COCO JSON ground truth, read as pycocotools reads it, with ``split`` / ``classes`` as
-    ``params.imgIds`` / ``params.catIds``; "coco" keeps pycocotools' exact arrays."""
+    ``params.imgIds`` / ``params.catIds``, and the detections mapped onto it."""
     instances = load_coco_instances(gt)
     if len(instances.ann_ids) == 0:
         _nothing_to_evaluate(gt, [])
@@ -128,17 +190,12 @@ def _evaluate_coco_file(gt: PathLike, detections: PathLike | list, protocol: str
         instances = subset_coco_instances(instances, image_keep, category_keep)
         dets = restrict_detections(dets, image_keep, category_keep)
         if len(instances.ann_ids) == 0:
-            _nothing_to_evaluate(gt, selection)
-    if protocol == "coco":
-        return _coco_instances_result(instances, dets)
+            _nothing_to_evaluate(gt, list(selection))
     if protocol == "ilsvrc" and instances.ann_iscrowd.any():
         raise DetectionError(f"{gt}: has crowd annotations (iscrowd 1), for which the ilsvrc "
                              "protocol has no rule; use --protocol coco (or voc, which treats "
                              "them as difficult)")
-    dataset = coco_dataset(instances)
-    # VOC's analog of a crowd region is a difficult object: neither true nor false positive.
-    return evaluate(replace(dataset, images=tuple(replace(r, difficult=r.difficult | r.iscrowd)
-                                                  for r in dataset.images)), dets, protocol)
+    return instances, dets
 
 
 def evaluate_coco_instances(instances: CocoInstances, detections) -> EvalResult:
@@ -151,15 +208,14 @@ def evaluate_coco_instances(instances: CocoInstances, detections) -> EvalResult:
 
 
 def _coco_instances_result(instances: CocoInstances, dets: Detections) -> EvalResult:
-    gt = coco.CocoBoxes(instances.ann_image, instances.ann_label - 1, instances.ann_bbox,
-                        instances.ann_area, instances.ann_iscrowd)
+    gt = EvalInputs("coco", "", dets, instances=instances).coco_ground_truth()
     return _coco_result(gt, dets, len(instances.image_ids), instances.category_names)
 
 
 def evaluate(dataset: Dataset, detections: Detections, protocol: str) -> EvalResult:
     """Evaluate with ``protocol`` in "coco", "voc07" (11-point), "voc" (all-point), "ilsvrc"."""
     if protocol == "coco":
-        return _coco_result(_coco_ground_truth(dataset), detections, len(dataset.images),
+        return _coco_result(coco_ground_truth(dataset), detections, len(dataset.images),
                             dataset.classes)
     if protocol in ("voc07", "voc"):
         from eval.voc import evaluate_voc
@@ -179,7 +235,7 @@ def evaluate_results(dataset: Dataset, results: str | os.PathLike | list, protoc
     return evaluate(dataset, detections, protocol)
 
 
-def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
+def coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
     """Ground truth of any dataset in COCO terms (xywh from the xyxy boxes, stored areas).
 
     VOC's difficult objects become crowd regions, COCO's analog: a detection on one is
@@ -196,10 +252,19 @@ def _coco_ground_truth(dataset: Dataset) -> coco.CocoBoxes:
     )
 
 
+def coco_detections(dets: Detections) -> coco.CocoBoxes:
+    """Detections in the coco protocol's terms (their area is w * h, as pycocotools')."""
+    return coco.CocoBoxes(dets.image_index, dets.labels - 1, dets.bbox,
+                          dets.bbox[:, 2] * dets.bbox[:, 3], np.zeros(len(dets), bool), dets.scores)
+
+
 def _coco_result(gt: coco.CocoBoxes, dets: Detections, num_images: int, class_names) -> EvalResult:
-    dt = coco.CocoBoxes(dets.image_index, dets.labels - 1, dets.bbox,
-                        dets.bbox[:, 2] * dets.bbox[:, 3], np.zeros(len(dets), bool), dets.scores)
-    arrays = coco.evaluate_boxes(gt, dt, num_images, len(class_names))
+    arrays = coco.evaluate_boxes(gt, coco_detections(dets), num_images, len(class_names))
+    return coco_result(arrays, class_names)
+
+
+def coco_result(arrays: coco.CocoEvalArrays, class_names) -> EvalResult:
+    """The `EvalResult` of COCOeval's arrays: the 12 stats, AP 0.50:0.95 per class."""
     stats = coco.summarize(arrays)
     per_class = {name: (None if np.isnan(ap) else float(ap))
                  for name, ap in zip(class_names, coco.per_class_ap(arrays))}
