@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ import numpy as np
 from eval.datasets.common import (Dataset, ImageRecord, PathLike, _content_lines, _is_digits,
                                   _plural, _read_split, _record, _Tally)
 from eval.datasets.images import IMAGE_SUFFIXES, list_image_files
+from eval.datasets.yolo_yaml import (YAML_SUFFIXES, pick_split, pose_fields, read_data_yaml,
+                                     read_yolo_names, yaml_names, yaml_root)
 from eval.errors import DetectionError
 from eval.inputs import check_name, open_input, read_text, shown
 
@@ -53,8 +56,6 @@ NORMALISED_SLACK = 0.01
 # reaching past it: label files round their fractions (Ultralytics' converters to 6 decimals,
 # hand-made files to 4), so a box drawn to the edge can land a hair beyond it.
 ROUNDING_SLACK = 1e-4
-SPLITS = ("train", "val", "test")
-YAML_SUFFIXES = (".yaml", ".yml")
 _LINE = "'class cx cy w h' (class index, box centre and size as fractions of the image)"
 _EXIF_ORIENTATION = 0x0112
 
@@ -82,18 +83,15 @@ def load_yolo_yaml(path: PathLike, split: str | None = None) -> Dataset:
     """
     path = Path(path)
     data = read_data_yaml(path)
-    names = _yaml_names(data, path)
-    split = _pick_split(data, path, split)
-    root = _yaml_root(data, path)
+    names = yaml_names(data, path)
+    split = pick_split(data, path, split)
+    root = yaml_root(data, path)
     entries = data[split] if isinstance(data[split], list) else [data[split]]
-    images = []
-    for entry in entries:
-        images += _split_images(entry, root, f"{path}: {split}")
-    _check_unique_ids(images)
-    labels = [_label_path(image) for _, image in images]
-    fields = _pose_fields(data, path)
-    records = _records(images, labels, names, f"the names of {path}", fields, str(path))
-    return Dataset(names, records, tuple(range(1, len(names) + 1)), str(path))
+    images = [item for entry in entries for item in _split_images(entry, root, f"{path}: {split}")]
+    # Only a split of whole folders has an image for every label file beside its labels.
+    whole = all((root / os.path.expanduser(entry)).is_dir() for entry in entries)
+    return _dataset(images, _label_path, names, f"the names of {path}", pose_fields(data, path),
+                    str(path), unread=whole)
 
 
 def load_yolo(labels_dir: PathLike, images_dir: PathLike | None = None,
@@ -103,8 +101,7 @@ def load_yolo(labels_dir: PathLike, images_dir: PathLike | None = None,
     ``images_dir``: by default the labels folder with its last ``labels`` part replaced by
     ``images``, else the labels folder itself where the images lie beside their labels.
     ``classes``: one name per line (darknet's ``.names``) or a data.yaml's ``names``.
-    ``split_file``: image ids (see the module docstring), one per line. Label files without an
-    image are not read; they are counted in one warning.
+    ``split_file``: image ids (see the module docstring), one per line.
     """
     labels_dir = Path(labels_dir)
     check_name(labels_dir)
@@ -121,99 +118,31 @@ def load_yolo(labels_dir: PathLike, images_dir: PathLike | None = None,
     images = _folder_images(images_dir, str(images_dir))
     if split_file is not None:
         images = _select(images, split_file)
-    _check_unique_ids(images)
-    labels = [labels_dir / Path(image).relative_to(images_dir).with_suffix(".txt")
-              for _, image in images]
-    _warn_unread_labels(labels_dir, images_dir, labels, classes)
-    records = _records(images, labels, names, f"the class names {classes}", 0, str(labels_dir))
-    return Dataset(names, records, tuple(range(1, len(names) + 1)), str(labels_dir))
+    def label_of(image: Path) -> Path:
+        return labels_dir / image.relative_to(images_dir).with_suffix(".txt")
+
+    return _dataset(images, label_of, names, f"the class names {classes}", 0, str(labels_dir),
+                    unread=split_file is None, names_file=classes)
 
 
-def read_data_yaml(path: PathLike) -> dict:
-    """A data.yaml as a mapping, through eval.config's safe loader (at most 1 MiB)."""
-    from eval.config import parse_yaml
-
-    fix = "fix the file (an Ultralytics data.yaml: path, train, val, test, names)"
-    data = parse_yaml(read_text(path, "config", fix), str(path), fix)
-    if not isinstance(data, dict):
-        raise DetectionError(f"{path}: not a mapping of keys to values; {fix}")
-    return data
-
-
-def read_yolo_names(path: PathLike) -> tuple[str, ...]:
-    """Class names in class-index order: a data.yaml's ``names``, or a file of one name per
-    line (darknet's ``.names``; blank lines and '#' comments skipped)."""
-    if Path(path).suffix.lower() in YAML_SUFFIXES:
-        return _yaml_names(read_data_yaml(path), Path(path))
-    names = tuple(text for _, text in _content_lines(path))
-    if not names:
-        raise DetectionError(f"{path}: no class names; write one class name per line")
-    return _unique(names, str(path))
-
-
-def _yaml_names(data: dict, path: Path) -> tuple[str, ...]:
-    """``names`` as a list, or a mapping whose keys run 0..K-1; ``nc`` must match."""
-    names = data.get("names")
-    if isinstance(names, dict):
-        if not all(type(k) is int for k in names) or set(names) != set(range(len(names))):
-            raise DetectionError(f"{path}: the keys of 'names' must be the class indices 0..K-1 "
-                                 f"(got {shown(sorted(names, key=str))}); fix 'names'")
-        names = [names[k] for k in range(len(names))]
-    if not isinstance(names, list) or not names:
-        raise DetectionError(f"{path}: 'names' must list the class names (a list, or a mapping "
-                             "{0: name, 1: name, ...}); add it")
-    for k, name in enumerate(names):
-        if isinstance(name, bool) or not isinstance(name, (str, int, float)) or name == "":
-            raise DetectionError(f"{path}: class {k} is named {shown(name)}; write each name as "
-                                 "text, in quotes where YAML would read it otherwise ('no', 'on')")
-    nc = data.get("nc", len(names))
-    if nc != len(names) or isinstance(nc, bool):
-        raise DetectionError(f"{path}: nc is {shown(nc)} but 'names' has {len(names)} entries; "
-                             "fix nc or drop it")
-    return _unique(tuple(str(name) for name in names), str(path))
-
-
-def _unique(names: tuple[str, ...], where: str) -> tuple[str, ...]:
-    twice = next((n for k, n in enumerate(names) if n in names[:k]), None)
-    if twice is not None:
-        raise DetectionError(f"{where}: the class {twice!r} is named twice; each class must "
-                             "appear once (detections may name their class)")
-    return names
-
-
-def _pick_split(data: dict, path: Path, split: str | None) -> str:
-    """The split key to read: ``split``, or the only one the file names."""
-    named = [key for key in SPLITS if data.get(key)]
-    if split is None and len(named) == 1:
-        return named[0]
-    if split is None:
-        raise DetectionError(f"{path}: names the splits {', '.join(named) or '(none)'}; pick one "
-                             "with --split (train, val or test)")
-    if split not in SPLITS:
-        raise DetectionError(f"--split {shown(split)}: a data.yaml's split is train, val or test")
-    if split not in named:
-        raise DetectionError(f"{path}: has no '{split}' split (it names "
-                             f"{', '.join(named) or 'none'}); add it or pick another --split")
-    return split
-
-
-def _yaml_root(data: dict, path: Path) -> Path:
-    root = data.get("path", "")
-    if not isinstance(root, str):
-        raise DetectionError(f"{path}: 'path' must be the dataset folder, got {shown(root)}")
-    return path.parent / os.path.expanduser(root)
-
-
-def _pose_fields(data: dict, path: Path) -> int:
-    """The number of fields of a pose label line (``kpt_shape: [K, 2 or 3]``), 0 without."""
-    shape = data.get("kpt_shape")
-    if shape is None:
-        return 0
-    if (not isinstance(shape, list) or len(shape) != 2 or not all(type(v) is int for v in shape)
-            or shape[0] < 1 or shape[1] not in (2, 3)):
-        raise DetectionError(f"{path}: kpt_shape must be [keypoints, 2 or 3], got "
-                             f"{shown(shape)}; fix it or drop it for box labels")
-    return 5 + shape[0] * shape[1]
+def _dataset(images: list[tuple[int | str, Path]], label_of: Callable[[Path], Path],
+             names: tuple[str, ...], names_where: str, fields: int, source: str, unread: bool,
+             names_file: PathLike | None = None) -> Dataset:
+    """The `Dataset` of ``images`` (image id, path), ordered as COCO orders them (int ids
+    ascending, then the others); ``label_of`` gives an image's label file. ``unread``: warn
+    about the label files beside theirs that no image claims (where ``images`` are whole
+    folders: a split that lists some images leaves the others' labels unread, rightly)."""
+    seen: dict[int | str, Path] = {}
+    for image_id, image in images:
+        if seen.setdefault(image_id, image) != image:
+            raise DetectionError(f"{image} and {seen[image_id]} would share the image id "
+                                 f"{image_id!r}; rename one of them")
+    images = sorted(images, key=lambda item: (isinstance(item[0], str), item[0]))
+    labels = [label_of(image) for _, image in images]
+    if unread:
+        _warn_unread_labels(labels, names_file, source)
+    records = _records(images, labels, names, names_where, fields, source)
+    return Dataset(names, records, tuple(range(1, len(names) + 1)), source)
 
 
 def _split_images(entry: object, root: Path, where: str) -> list[tuple[int | str, Path]]:
@@ -258,14 +187,6 @@ def _image_id(key: str) -> int | str:
     return int(key) if _is_digits(key) and len(key) <= 18 else key
 
 
-def _check_unique_ids(images: list[tuple[int | str, Path]]) -> None:
-    seen: dict[int | str, Path] = {}
-    for image_id, path in images:
-        if seen.setdefault(image_id, path) != path:
-            raise DetectionError(f"{path} and {seen[image_id]} would share the image id "
-                                 f"{image_id!r}; rename one of them")
-
-
 def _select(images: list[tuple[int | str, Path]], split_file: PathLike
             ) -> list[tuple[int | str, Path]]:
     """The images a split file names by id, in the dataset's order."""
@@ -305,16 +226,16 @@ def _images_folder(labels_dir: Path, images_dir: PathLike | None) -> Path:
                          "folder in place of labels/); pass the images' folder with --images")
 
 
-def _warn_unread_labels(labels_dir: Path, images_dir: Path, labels: list[Path],
-                        classes: PathLike) -> None:
-    """One warning for the label files below ``labels_dir`` that no image claims."""
+def _warn_unread_labels(labels: list[Path], names_file: PathLike | None, source: str) -> None:
+    """One warning for the .txt files beside the label files that no image claims (the class
+    names file aside): an image missing, or of a type not read (GIF)."""
     claimed = set(labels)
-    unread = sorted(p for p in labels_dir.rglob("*.txt") if p not in claimed
-                    and not (Path(classes).is_file() and p.samefile(classes)))
+    folders = sorted({p.parent for p in labels if p.parent.is_dir()})
+    unread = [p for folder in folders for p in sorted(folder.glob("*.txt")) if p not in claimed
+              and not (names_file is not None and p.samefile(names_file))]
     if unread:
-        warnings.warn(f"{labels_dir}: {_plural(len(unread), 'label file')} without an image in "
-                      f"{images_dir} (e.g. {unread[0].name}) not read; add their images or "
-                      "remove them", stacklevel=3)
+        warnings.warn(f"{source}: {_plural(len(unread), 'label file')} without an image not "
+                      f"read (e.g. {unread[0]}); add their images or remove them", stacklevel=4)
 
 
 def _records(images: list[tuple[int | str, Path]], labels: list[Path], names: tuple[str, ...],
