@@ -161,8 +161,8 @@ def check_outputs(args: argparse.Namespace) -> list[Path]:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is None:
             continue
+        check_not_in_cache(path, flag, caches)  # first: the next check creates folders
         outputs.append(check_output_file(path, flag, inputs))
-        check_not_in_cache(path, flag, caches)
         inputs.append((flag, path))  # --plot must not be --json either
         if flag == "--plot":
             from eval.plot import plot_format
@@ -177,7 +177,7 @@ def check_not_in_cache(path: str, flag: str, caches: list[str]) -> None:
     target = Path(path).resolve()
     for cache in caches:
         if target.is_relative_to(Path(cache).resolve()):
-            raise DetectionError(f"{flag} {path}: is inside the proposal cache --proposals "
+            raise DetectionError(f"{flag} {path}: is in the proposal cache --proposals "
                                  f"{cache}; write it outside the cache")
 
 
