@@ -184,3 +184,29 @@ def test_draw_writes_what_annotate_paints(tmp_path):
     assert Image.open(tmp_path / "a.jpg").format == "JPEG"
     empty = (CLASSES, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, np.int64))
     np.testing.assert_array_equal(np.asarray(drawing.annotate(image, *empty)), image)
+
+
+@pytest.mark.skipif(not hasattr(ImageFont, "load_default_imagefont"),
+                    reason="Pillow's bitmap font by name needs Pillow >= 10.1")
+def test_without_a_scalable_font_labels_are_still_whole(monkeypatch):
+    """Pillow < 10.1 (load_default takes no size) on a system without DejaVu Sans: the fixed
+    bitmap font, and the labels still fit their tabs inside the image."""
+    bitmap = ImageFont.load_default_imagefont()
+
+    def old_load_default(size=None):
+        if size is not None:
+            raise TypeError("load_default() got an unexpected keyword argument 'size'")
+        return bitmap
+
+    def no_truetype(*args, **kwargs):
+        raise OSError("cannot open resource")
+
+    monkeypatch.setattr(ImageFont, "load_default", old_load_default)
+    monkeypatch.setattr(ImageFont, "truetype", no_truetype)
+    assert drawing.label_font(30) is bitmap
+    (label,) = _layout((640, 480), [EDGE_BOXES["top-right corner"]], [0.87], [3])
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (640, 480))).textbbox(
+        label.origin, label.text, font=bitmap)
+    x1, y1, x2, y2 = label.tab
+    assert 0 <= x1 <= left and right <= x2 <= 640 and 0 <= y1 <= top and bottom <= y2 <= 480
+    assert _annotate((640, 480), [EDGE_BOXES["top-right corner"]], [0.87], [3]).shape == (480, 640, 3)
