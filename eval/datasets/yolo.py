@@ -70,7 +70,10 @@ def is_yolo(gt: PathLike, classes: PathLike | None = None) -> bool:
         return False
     if classes is not None and Path(classes).suffix.lower() in (".names", *YAML_SUFFIXES):
         return True
-    suffixes = {Path(name).suffix.lower() for name in os.listdir(path)}
+    try:
+        suffixes = {Path(name).suffix.lower() for name in os.listdir(path)}
+    except OSError:
+        return False  # the XML readers name what is wrong with the folder
     return ".txt" in suffixes and ".xml" not in suffixes
 
 
@@ -118,6 +121,7 @@ def load_yolo(labels_dir: PathLike, images_dir: PathLike | None = None,
     images = _folder_images(images_dir, str(images_dir))
     if split_file is not None:
         images = _select(images, split_file)
+
     def label_of(image: Path) -> Path:
         return labels_dir / image.relative_to(images_dir).with_suffix(".txt")
 

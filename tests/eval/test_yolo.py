@@ -249,3 +249,13 @@ def test_exif_rotated_image_is_one_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"a.png \(and 1 more image\) has an EXIF orientation"):
         dataset = load_dataset(data)
     assert (dataset.images[0].width, dataset.images[0].height) == (100, 80)  # stored pixels
+
+
+def test_image_whose_size_cannot_be_read_is_one_error(tmp_path):
+    # Its labels cannot be placed without the size: refused at load, naming the image (an XML
+    # with <size> lets the commands skip such an image later; a YOLO label cannot).
+    data = yolo_folder(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n", "b": "0 0.5 0.5 0.2 0.2\n"})
+    bad = tmp_path / "images" / "val" / "b.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DetectionError, match=re.escape(f"{bad}: cannot read the image's size")):
+        load_dataset(data)
