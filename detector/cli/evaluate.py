@@ -30,8 +30,8 @@ ilsvrc (auto picks it for a map_det.txt class map).
 all proposals per image, AR of small, medium and large objects (COCO's area bins) and the boxes
 per image; every non-crowd object of every image of --gt (and --split) counts, whatever its
 class. --json writes them per cache, --plot draws recall versus proposals and versus IoU, one
-line per cache. --protocol and --blacklist do not apply there; --classes only where the XMLs
-need it to be read (ILSVRC's map_det.txt)."""
+line per cache. --protocol and --blacklist do not apply there; --classes only where the ground
+truth needs it to be read (ILSVRC's map_det.txt, YOLO class names), never with COCO JSON."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +115,8 @@ def run_proposals(args: argparse.Namespace) -> int:
 def check_proposal_flags(args: argparse.Namespace) -> None:
     """Refuse, by name, the detection flags that mean nothing for proposals, which are
     class-agnostic: --protocol (other than its default, auto), --blacklist, and --classes with
-    COCO JSON (where it would select categories; XML folders may need it to be read)."""
+    COCO JSON (where it would select categories; XMLs and YOLO labels may need it to be
+    read, and every object still counts)."""
     from eval.evaluate import is_coco_json
 
     why = "proposal recall counts every object whatever its class; drop it"
