@@ -61,20 +61,23 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def is_yolo(gt: PathLike, classes: PathLike | None = None) -> bool:
-    """Whether ``gt`` is YOLO ground truth: a data.yaml, or a folder of ``.txt`` label files
-    without any ``.xml`` (or any folder when ``classes`` is a ``.names`` file or a data.yaml)."""
+    """Whether ``gt`` is YOLO ground truth: a data.yaml, or a folder without any ``.xml`` that
+    holds ``.txt`` label files (or holds neither, when ``classes`` is a ``.names`` file or a
+    data.yaml). A folder of XMLs is VOC/ILSVRC whatever the class list is called: voc100 ships
+    its classes as ``voc.names``."""
     path = Path(gt)
     if path.suffix.lower() in YAML_SUFFIXES:
         return not path.is_dir()
     if not path.is_dir() or (path / "Annotations").is_dir():
         return False
-    if classes is not None and Path(classes).suffix.lower() in (".names", *YAML_SUFFIXES):
-        return True
     try:
         suffixes = {Path(name).suffix.lower() for name in os.listdir(path)}
     except OSError:
         return False  # the XML readers name what is wrong with the folder
-    return ".txt" in suffixes and ".xml" not in suffixes
+    if ".xml" in suffixes:
+        return False
+    named = classes is not None and Path(classes).suffix.lower() in (".names", *YAML_SUFFIXES)
+    return ".txt" in suffixes or named
 
 
 def load_yolo_yaml(path: PathLike, split: str | None = None) -> Dataset:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from _yolo import COCO128, coco128_names, coco128_yolo, jittered, needs_coco128, yolo_to_coco
 from eval.datasets import load_dataset
+from eval.datasets.yolo import is_yolo
 from eval.errors import DetectionError
 from eval.evaluate import evaluate_files, guess_protocol
 
@@ -259,3 +260,15 @@ def test_image_whose_size_cannot_be_read_is_one_error(tmp_path):
     bad.write_bytes(b"\x89PNG not really")
     with pytest.raises(DetectionError, match=re.escape(f"{bad}: cannot read the image's size")):
         load_dataset(data)
+
+
+def test_xml_folder_with_a_names_class_file_is_read_as_voc():
+    """voc100 ships its class list as voc.names: the XML folder stays VOC whatever the list's
+    suffix (a .names file once made any folder count as YOLO labels)."""
+    voc = COCO128.parent / "voc100"
+    if not voc.is_dir():
+        pytest.skip(f"{voc} is not here")
+    gt, names = voc / "gts" / "pascalvoc_format", voc / "voc.names"
+    assert not is_yolo(gt, names)
+    dataset = load_dataset(gt, images=voc / "images", classes=names)
+    assert len(dataset.images) == 100 and sum(len(im.boxes) for im in dataset.images) > 100
