@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from eval.datasets import ImageRecord, load_dataset
@@ -68,14 +69,19 @@ def evaluate_cache(cache: ProposalCache, records: Sequence[ImageRecord],
                    counts: Sequence[int | None] = REPORT_COUNTS, progress: bool = True
                    ) -> ProposalReport:
     """The report of one cache on ``records``, every image held or recorded as failed (see
-    `open_caches`). Each image's boxes are read, scored and dropped before the next; their
-    extent is checked against the record's size (boxes of another image are one error)."""
+    `open_caches`). Each image's boxes are read, scored and dropped before the next. Boxes
+    reaching past the annotation's image size are counted in one warning, not refused: they
+    mean a cache of other images, or an XML ``<size>`` that is wrong (no image is decoded here
+    to tell which), and the propose command's summary scores such images too."""
     accumulator = ProposalRecallAccumulator(counts)
-    failed = []
+    failed, beyond = [], []
     for record in tqdm(records, desc=cache.root.name or str(cache.root), unit="img",
                        disable=not progress):
         if record.image_id in cache:
-            accumulator.add_record(record, cache.load(record.image_id, _size(record)))
+            boxes = cache.load(record.image_id)
+            if not _fits(boxes, record):
+                beyond.append(record.image_id)
+            accumulator.add_record(record, boxes)
         else:
             failed.append(record.image_id)
             accumulator.add_record(record, None)
@@ -84,6 +90,12 @@ def evaluate_cache(cache: ProposalCache, records: Sequence[ImageRecord],
         warnings.warn(f"{cache.root}: {len(failed)} of the {len(records)} images are recorded "
                       f"as failed (first: {first}; reasons in its failed/ folder) and count as "
                       "having no proposals: their objects are missed", stacklevel=2)
+    if beyond:
+        first = ", ".join(repr(i) for i in beyond[:_SHOWN])
+        warnings.warn(f"{cache.root}: the boxes of {len(beyond)} images reach past the image "
+                      f"size their annotation gives (first: {first}): a cache made for other "
+                      "images under these ids, or annotations with a wrong size; scored as they "
+                      "are", stacklevel=2)
     return accumulator.report()
 
 
@@ -94,6 +106,10 @@ def dataset_flags(gt: PathLike, images: PathLike | None, classes: PathLike | Non
     return " ".join(f"{flag} {value}" for flag, value in flags if value is not None)
 
 
-def _size(record: ImageRecord) -> tuple[int, int] | None:
-    """(width, height) of the record's image where its annotation gives one."""
-    return (record.width, record.height) if record.width > 0 and record.height > 0 else None
+def _fits(boxes: np.ndarray, record: ImageRecord, slack: float = 1.0) -> bool:
+    """Whether ``boxes`` lie inside the record's annotated image (within ``slack`` pixels);
+    True where the annotation gives no size."""
+    if len(boxes) == 0 or record.width <= 0 or record.height <= 0:
+        return True
+    return bool(boxes[:, :2].min() >= -slack and boxes[:, 2].max() <= record.width + slack
+                and boxes[:, 3].max() <= record.height + slack)
