@@ -25,6 +25,7 @@ _PUBLIC = {
     "folder_jobs": "proposals.extract",
     "dataset_jobs": "proposals.extract",
     "propose_to_cache": "proposals.extract",
+    "convert_proposals": "proposals.formats",
     "evaluate_caches": "proposals.report",
 }
 __all__ = sorted(_PUBLIC)

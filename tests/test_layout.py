@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("evaluate", "propose", "train", "detect", "test")
+COMMANDS = ("evaluate", "propose", "train", "detect", "test", "convert_proposals")
 LIBRARY = ("detector", "proposals", "eval")
 MAX_LINES = 420  # "files under ~400 lines"
 
@@ -48,10 +48,11 @@ def test_tools_are_thin_scripts_over_the_commands():
 def test_console_scripts_point_at_library_modules():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     scripts = project["project"]["scripts"]
-    assert sorted(scripts) == sorted(f"gdet-{c}" for c in COMMANDS)
+    assert sorted(scripts) == sorted(f"gdet-{c.replace('_', '-')}" for c in COMMANDS)
     for name, target in scripts.items():
         module, _, function = target.partition(":")
-        assert module == f"detector.cli.{name.removeprefix('gdet-')}" and function == "main"
+        command = name.removeprefix("gdet-").replace("-", "_")
+        assert module == f"detector.cli.{command}" and function == "main"
         tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
         assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
