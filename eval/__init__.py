@@ -8,6 +8,9 @@ other packages stand on. NumPy only: importing this package never imports torch.
 `evaluate_files` is the one entry point from files; `evaluate` takes a `Dataset` and
 `Detections` in memory; `proposal_recall` / `evaluate_proposals` measure proposals, and
 `ProposalRecallAccumulator`, fed image by image, gives their `ProposalReport` (Hosang et al.).
+`eval.analysis.analyse_files` (the arguments of `evaluate_files`) finds where the AP goes
+(false positives by kind, missed objects by size); `eval.report_html.write_report` makes a page
+of it.
 """
 from eval.datasets import Dataset, load_dataset
 from eval.errors import DetectionError
