@@ -21,8 +21,8 @@ DESCRIPTION = ("Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC 
                "truth, or proposal caches (recall and AR versus proposals per image).")
 EPILOG = """\
 With COCO JSON ground truth, --split (image ids or file names) and --classes (category names)
-select images and categories exactly as pycocotools' params.imgIds / params.catIds; --images and
---blacklist do not apply there and are refused. --blacklist needs ILSVRC XMLs and --protocol
+select images and categories exactly as pycocotools' params.imgIds / params.catIds; --images
+(except for --report's thumbnails) and --blacklist do not apply there and are refused. --blacklist needs ILSVRC XMLs and --protocol
 ilsvrc (auto picks it for a map_det.txt class map).
 
 --proposals CACHE (repeatable, instead of --detections) prints, for each cache, recall at IoU
@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw precision-recall curves, or with --proposals recall curves "
                         "(needs matplotlib; format from the suffix)")
+    p.add_argument("--report", metavar="DIR",
+                   help="write an error analysis here: DIR/index.html (AP per class, false "
+                        "positives by kind and the AP each kind costs, missed objects by size) "
+                        "and DIR/thumbs/ (the worst of each, cut from the images: with COCO "
+                        "JSON pass --images)")
     return p
 
 
@@ -70,9 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_inputs(args)
     check_outputs(args)
-    result = evaluate_files(args.gt, args.detections, protocol=args.protocol,
-                            images=args.images, classes=args.classes, blacklist=args.blacklist,
-                            split=args.split)
+    options = dict(protocol=args.protocol, images=args.images, classes=args.classes,
+                   blacklist=args.blacklist, split=args.split)
+    if args.report:  # the analysis evaluates too, from the same matching
+        from eval.analysis import analyse_files
+
+        analysis = analyse_files(args.gt, args.detections, **options)
+        result = analysis.result
+    else:
+        result = evaluate_files(args.gt, args.detections, **options)
     print(format_table(result))
     if args.json:
         import json
@@ -84,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
         plot_curves(result, args.plot)
         print(f"wrote {args.plot}")
+    if args.report:
+        from eval.report_html import write_report
+
+        print(f"wrote {write_report(analysis, args.report)}")
     return 0
 
 
@@ -125,6 +140,9 @@ def check_proposal_flags(args: argparse.Namespace) -> None:
                              "detections, proposals get recall and AR; drop --protocol")
     if args.blacklist is not None:
         raise DetectionError(f"--blacklist {args.blacklist} with --proposals: {why}")
+    if args.report is not None:
+        raise DetectionError(f"--report {args.report} with --proposals: the error report "
+                             "analyses detections; drop --report (--plot draws the recall)")
     if args.classes is not None and is_coco_json(args.gt):
         raise DetectionError(f"--classes {args.classes} with --proposals and COCO JSON ground "
                              f"truth: {why}")
@@ -142,18 +160,22 @@ def check_inputs(args: argparse.Namespace) -> None:
     for cache in args.proposals or []:
         check_input_names(proposals=cache)
     check_images_given(args.gt, args.images)
-    if args.images is not None and is_coco_json(args.gt):
+    if args.images is not None and is_coco_json(args.gt) and args.report is None:
         raise DetectionError(f"--images {args.images}: evaluating COCO JSON ground truth "
                              f"({args.gt}) reads no image; drop --images")
+    if args.report is not None and args.images is None and is_coco_json(args.gt):
+        raise DetectionError(f"--report {args.report}: its thumbnails are cut from the "
+                             "images; pass the COCO image root with --images")
     if args.images is not None and not Path(args.images).is_dir():
         raise DetectionError(f"--images {args.images}: no such folder; pass the folder of the "
                              "XMLs' images, or drop --images")
 
 
 def check_outputs(args: argparse.Namespace) -> list[Path]:
-    """--json and --plot checked before the work (`eval.outputs.check_output_file`): writable
-    files (folders created), not one another, and not an input of the command (writing there
-    would destroy it), nor inside a --proposals cache; --plot's format writable."""
+    """--json, --plot and --report checked before the work (`eval.outputs.check_output_file`,
+    `eval.report_html.check_report_dir`): writable (folders created), not one another, and not
+    an input of the command (writing there would destroy it), nor inside a --proposals cache;
+    --plot's format writable."""
     inputs = [("--gt", args.gt), ("--detections", args.detections), ("--split", args.split),
               ("--classes", args.classes), ("--blacklist", args.blacklist)]
     caches = args.proposals or []
@@ -169,6 +191,11 @@ def check_outputs(args: argparse.Namespace) -> list[Path]:
             from eval.plot import plot_format
 
             plot_format(path)
+    if args.report is not None:
+        from eval.report_html import check_report_dir
+
+        outputs.append(check_report_dir(args.report, "--report",
+                                        inputs + [("--images", args.images)]))
     return outputs
 
 

@@ -11,7 +11,8 @@
 dataset's own image and category ids, and OUT/evaluation.json ({protocol, mAP, per_class,
 stats}), which is exactly `eval.evaluate_files(gt, OUT/detections.json, ...)` with the same
 --protocol/--split/--classes/--blacklist/--images: the numbers can be reproduced from the file.
-Both paths are checked before any work.
+Both paths are checked before any work. --report adds OUT/report/index.html, the error
+analysis of the same matching (`eval.analysis`, `eval.report_html`), with its thumbnails.
 
 Proposals come from --proposals (a propose-command cache of this dataset) or are computed as
 the checkpoint's were. Images the cache records as failed are skipped (their count and the
@@ -37,6 +38,7 @@ from eval.outputs import check_output_dir, check_output_file
 
 RESULTS_NAME = "detections.json"
 EVALUATION_NAME = "evaluation.json"
+REPORT_NAME = "report"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="test_results",
                    help=f"output folder: {RESULTS_NAME} and {EVALUATION_NAME} "
                         "(default test_results/)")
+    p.add_argument("--report", action="store_true",
+                   help=f"also write an error analysis to OUT/{REPORT_NAME}/index.html: AP per "
+                        "class, false positives by kind and the AP each costs, missed objects "
+                        "by size, thumbnails of the worst (as the evaluate command's --report)")
     add_inference_arguments(p)
     return p
 
@@ -71,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from detector.evaluation import failed_records, results_of
     from eval.outputs import write_atomic
     from eval.evaluate import evaluate_files
+    from eval.analysis import analyse_files
+    from eval.report_html import check_report_dir, write_report
     from eval.results import format_table
 
     check_inference_arguments(args)
@@ -81,11 +89,13 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, "--out", inputs)
     for name in (RESULTS_NAME, EVALUATION_NAME):
         check_output_file(out / name, "--out", inputs)
+    if args.report:
+        check_report_dir(out / REPORT_NAME, "--report", inputs)
     dataset = load_dataset(args.gt, images=args.images, classes=args.classes,
                            blacklist=args.blacklist, split=args.split)
-    evaluate = functools.partial(evaluate_files, args.gt, protocol=args.protocol,
-                                 images=args.images, classes=args.classes,
-                                 blacklist=args.blacklist, split=args.split)
+    options = dict(protocol=args.protocol, images=args.images, classes=args.classes,
+                   blacklist=args.blacklist, split=args.split)
+    evaluate = functools.partial(evaluate_files, args.gt, **options)
     evaluate([])  # ground truth with nothing to evaluate is refused now, not after detection
     device = devices.pick_device(args.device)
     devices.join_process_group(device)
@@ -113,13 +123,16 @@ def run(args: argparse.Namespace) -> int:
     # Evaluated as the evaluate command would evaluate detections.json (JSON keeps every float
     # exactly), before either file is written: the two are written as a pair or not at all,
     # and an old evaluation.json never stands beside new detections.
-    result = evaluate(rows)
+    analysis = analyse_files(args.gt, rows, **options) if args.report else None
+    result = evaluate(rows) if analysis is None else analysis.result  # the same evaluation
     print(format_table(result))
     (out / EVALUATION_NAME).unlink(missing_ok=True)
     write_atomic(out / RESULTS_NAME, json.dumps(rows) + "\n")
     write_atomic(out / EVALUATION_NAME, json.dumps(result.to_json(), indent=1) + "\n")
     print(f"wrote {len(rows)} detections of {len(dataset.images)} images to {out / RESULTS_NAME} "
           f"and their evaluation to {out / EVALUATION_NAME}")
+    if analysis is not None:
+        print(f"wrote the error analysis to {write_report(analysis, out / REPORT_NAME)}")
     return report_failures([r for r in results if r.error is not None], len(results))
 
 
