@@ -50,9 +50,9 @@ LOCALISATION, CONFUSION, DUPLICATE, BACKGROUND = range(len(KINDS))
 BACKGROUND_IOU = 0.1
 SIZES = ("small", "medium", "large")
 SIZE_BOUNDS = (32 ** 2, 96 ** 2)  # COCO's area ranges, in square pixels
-THRESHOLDS = {"voc": "IoU >= 0.5", "voc07": "IoU >= 0.5",
-              "ilsvrc": "IoU >= min(0.5, wh / ((w + 10)(h + 10))) of the object",
-              "coco": "IoU >= 0.5 (AP50), all areas, 100 detections per image"}
+THRESHOLDS = {"voc": "IoU ≥ 0.5", "voc07": "IoU ≥ 0.5",
+              "ilsvrc": "IoU ≥ min(0.5, wh / ((w + 10)(h + 10))) of the object",
+              "coco": "IoU ≥ 0.5 (AP50), all areas, 100 detections per image"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,10 +78,11 @@ class ClassErrors:
     are measured against (the same for VOC and ILSVRC, AP50 for COCO). ``false_positives``
     and ``gain`` map each kind (and "all" in ``gain``) to a count and to the AP gained without
     those false positives. ``missed`` maps each size to a count. Per ranked detection (``rows``
-    int64 [D], rows of the `Detections`, best first): ``tp`` bool [D], ``kind`` int8 [D] (index into `KINDS`,
-    -1 for a TP or ignored one), ``partner`` int64 [D] (the object that decided the kind, or the
-    one a TP took; -1 none) and ``iou`` float64 [D] with it (background: the highest IoU with
-    any object; a TP: its highest IoU with an object of its class). ``missed_gt`` int64 [M] the missed objects, largest first, with the IoU and
+    int64 [D], rows of the `Detections`, best first): ``tp`` bool [D], ``kind`` int8 [D]
+    (index into `KINDS`, -1 for a TP or ignored one), ``partner`` int64 [D] (the object that
+    decided the kind, or the one a TP took; -1 none) and ``iou`` float64 [D] with it
+    (background: the highest IoU with any object; a TP: its highest IoU with an object of its
+    class). ``missed_gt`` int64 [M]: the missed objects, largest first, with the IoU and
     detection row of the class's best detection on each (``missed_iou``, ``missed_det``, -1).
     """
 

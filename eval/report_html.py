@@ -23,14 +23,16 @@ from eval.outputs import Input, check_not_an_input, check_output_dir, write_atom
 PAGE = "index.html"
 
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1240px;padding:0 16px;
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1330px;padding:0 16px;
 color:#1d2330;background:#fbfbfd}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #ccd}
 h3{font-size:16px;margin:28px 0 4px}h4{font-size:14px;margin:14px 0 6px;color:#445}
-.meta{color:#556;margin:0 0 12px}.figures{font-size:16px}.name{overflow-wrap:anywhere;max-width:260px}
+.meta{color:#556;margin:0 0 12px}.figures{font-size:16px}
+.name{overflow-wrap:anywhere;max-width:260px}
 table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 8px;border-bottom:1px solid #e3e4ea;
 text-align:right;vertical-align:top}th{background:#eef0f5;font-weight:600}
-td.name,th.name{text-align:left;min-width:8em;max-width:18em}th.group{text-align:center}tr:hover td{background:#f3f5fb}
+td.name,th.name{text-align:left;min-width:8em;max-width:18em}th.group{text-align:center}
+tr:hover td{background:#f3f5fb}
 .bar{display:inline-block;height:10px;background:#5b7bd5;vertical-align:middle}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;width:204px;background:#fff;border:1px solid #dde;padding:2px}

@@ -11,6 +11,7 @@ report. Pillow and NumPy only.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def _false_positive(analysis: Analysis, errors: ClassErrors, i: int, n: int) -> 
     dets, gt, kind = analysis.detections, analysis.gt, int(errors.kind[i])
     row, partner = errors.rows[i], errors.partner[i]
     lines = [f"score {dets.scores[row]:.3f} · {KINDS[kind]}",
-             f"IoU {errors.iou[i]:.2f}" + (" with any object" if kind == BACKGROUND else "")]
+             f"IoU {iou_text(errors.iou[i])}" + (" with any object" if kind == BACKGROUND else "")]
     other = kind == CONFUSION
     if other:
         lines[-1] += f" with a {analysis.dataset.classes[gt.labels[partner] - 1]}"
@@ -79,12 +80,19 @@ def _missed(analysis: Analysis, errors: ClassErrors, n: int) -> Thumb:
     gt, dets = analysis.gt, analysis.detections
     obj, det = errors.missed_gt[n], errors.missed_det[n]
     size = SIZES[int(np.searchsorted(SIZE_BOUNDS, gt.areas[obj], side="right"))]
-    nearest = (f"best detection: IoU {errors.missed_iou[n]:.2f}, score {dets.scores[det]:.3f}, "
-               + _fate(errors, det) if det >= 0 else "no detection of its class overlaps it")
+    nearest = "no detection of its class overlaps it"
+    if det >= 0:
+        nearest = (f"best detection: IoU {iou_text(errors.missed_iou[n])}, "
+                   f"score {dets.scores[det]:.3f}, {_fate(errors, det)}")
     return Thumb(errors.label, "missed", _file_name(errors.label, "missed", n), int(gt.image[obj]),
                  None if det < 0 else tuple(dets.boxes[det]), tuple(gt.boxes[obj]), False,
                  (f"missed · {size} ({gt.areas[obj]:,.0f} px²)", nearest,
                   _image_name(analysis, int(gt.image[obj]))))
+
+
+def iou_text(iou: float) -> str:
+    """An IoU to two decimals, rounded down: 0.4996 reads 0.49, not 0.50, beside a 0.5 rule."""
+    return f"{math.floor(iou * 100 + 1e-9) / 100:.2f}"
 
 
 def _fate(errors: ClassErrors, det: int) -> str:

@@ -22,8 +22,13 @@ DESCRIPTION = ("Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC 
 EPILOG = """\
 With COCO JSON ground truth, --split (image ids or file names) and --classes (category names)
 select images and categories exactly as pycocotools' params.imgIds / params.catIds; --images
-(except for --report's thumbnails) and --blacklist do not apply there and are refused. --blacklist needs ILSVRC XMLs and --protocol
-ilsvrc (auto picks it for a map_det.txt class map).
+(except for --report's thumbnails) and --blacklist do not apply there and are refused.
+--blacklist needs ILSVRC XMLs and --protocol ilsvrc (auto picks it for a map_det.txt class map).
+
+--report DIR writes an error analysis (Hoiem et al. 2012, TIDE): DIR/index.html, one page with
+the AP per class, its false positives by kind (localisation, confusion, duplicate, background)
+and the AP each kind costs, the missed objects by size, and thumbnails of the worst of each
+(DIR/thumbs/); all from the protocol's own matching, so its APs are those printed here.
 
 --proposals CACHE (repeatable, instead of --detections) prints, for each cache, recall at IoU
 0.5 and 0.7 and AR (mean recall over IoU 0.5:0.05:0.95) with the top 10, 20, 50, ..., 2000 and

@@ -49,7 +49,8 @@ def write_voc(root: Path) -> Path:
 def write_detections(path: Path, image_id=lambda stem: stem) -> Path:
     path.write_text(json.dumps([
         {"image_id": image_id(stem), "category_name": name, "score": score,
-         "bbox": [x1, y1, x2 - x1, y2 - y1]} for stem, name, score, (x1, y1, x2, y2) in DETECTIONS]))
+         "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        for stem, name, score, (x1, y1, x2, y2) in DETECTIONS]))
     return path
 
 
