@@ -89,11 +89,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"converting {args.input} to {to} at {args.output}", flush=True)
     done = convert_proposals(args.input, args.output, to, source_format=args.source_format,
                              ids=ids, dataset=dataset, progress=True)
-    notes = [f"{done.left_out} image(s) of the input not listed were left out"] * bool(
-        done.left_out) + [f"{done.already_there} were already there (resumed)"] * bool(
-        done.already_there)
-    print(f"{args.input} ({done.source_format}) -> {args.output} ({done.target_format}): "
-          f"{done.images} images, {done.boxes} boxes" + "".join(f"; {n}" for n in notes))
+    summary = (f"{args.input} ({done.source_format}) -> {args.output} ({done.target_format}): "
+               f"{done.images} images, {done.boxes} boxes")
+    if done.left_out:
+        summary += f"; {done.left_out} image(s) of the input not listed were left out"
+    if done.already_there:
+        summary += f"; {done.already_there} were already there (resumed)"
+    print(summary)
     return 0
 
 

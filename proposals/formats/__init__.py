@@ -124,12 +124,8 @@ def convert_proposals(src: str | os.PathLike, dst: str | os.PathLike, to: str | 
     by_position = to in POSITIONAL or (found is not None and found.ids is None)
     wanted = list(ids) if ids is not None else (
         dataset_ids(dataset, by_position) if dataset is not None else None)
-    if wanted is None and to in POSITIONAL:
-        raise DetectionError(f"{dst}: {to} files are read by position, in the dataset's order: "
-                             "give the dataset (--gt, with the --split the other toolkit uses) "
-                             "or the ids in order (--ids FILE)")
     if wanted is None and by_position:
-        raise _needs_order(src, fmt)
+        raise _needs_order(dst, to) if to in POSITIONAL else _needs_order(src, fmt)
     if wanted is not None:
         check_unique(wanted, "the images listed")
     if found is None:
@@ -179,6 +175,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _needs_order(path: str | os.PathLike, fmt: str) -> DetectionError:
-    return DetectionError(f"{path}: a {fmt} file lists images by position, in its dataset's "
-                          "order, and names none: give the dataset (--gt, with the --split it "
-                          "was made for) or the ids in order (--ids FILE)")
+    return DetectionError(f"{path}: a {fmt} file is read by position, in its dataset's order: "
+                          "give the dataset (--gt, with the --split the other toolkit uses) or "
+                          "the image ids in order (--ids FILE)")

@@ -43,7 +43,7 @@ def pickled_format(value: object, where: str) -> str:
         raise DetectionError(f"{where}: boxes and ids without scores: a detectron2 file "
                              "(continuous boxes) or a Detectron one (inclusive pixels, a pixel "
                              "narrower)? Say which with --from detectron2 or --from detectron")
-    found = f"a dict of {sorted(map(str, keys))[:8]}" if isinstance(value, dict) else \
+    found = f"a dict of {shown(sorted(map(str, keys)), 120)}" if isinstance(value, dict) else \
         f"a {type(value).__name__}"
     raise DetectionError(f"{where}: {found}, not a proposal file of detectron2 (ids, boxes, "
                          "objectness_logits), Detectron (boxes, scores, indexes) or mmdetection "
@@ -60,9 +60,9 @@ def parse(value: object, fmt: str, where: str) -> Proposals:
     if fmt == "detectron2":
         id_key, score_key = "ids", "objectness_logits"
         convert = _detectron2_boxes(value.get("bbox_mode", _XYXY_ABS), where)
-    else:  # Detectron: its reader takes 'ids' where there are no 'indexes' (a compat fix)
-        id_key, score_key, convert = "indexes" if "indexes" in value else "ids", "scores", \
-            from_inclusive
+    else:  # Detectron's reader takes 'ids' where there are no 'indexes' (its compat fix)
+        id_key, score_key = ("indexes" if "indexes" in value else "ids"), "scores"
+        convert = from_inclusive
     missing = [key for key in (id_key, "boxes") if key not in value]
     if missing:
         raise DetectionError(f"{where}: no {missing[0]!r} in this {fmt} proposal file")
@@ -74,7 +74,7 @@ def parse(value: object, fmt: str, where: str) -> Proposals:
     _check_unshared(boxes, where)
     out = []
     for k, (name, array) in enumerate(zip(ids, boxes)):
-        here = f"{where}: image {name!r} (entry {k + 1})"
+        here = f"{where}: image {shown(name)} (entry {k + 1})"
         xyxy = convert(box_array(array, (4,), here))
         out.append(ranked(xyxy, None if scores is None else
                           score_array(scores[k], len(xyxy), here), here))
