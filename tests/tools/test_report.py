@@ -7,7 +7,6 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from detector.cli.evaluate import main as evaluate_main
