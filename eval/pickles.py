@@ -16,9 +16,11 @@ refused. Python 2 pickles (Detectron's) are read with ``encoding="latin1"``, as 
 in them need, and ``_codecs.encode`` (how Python 3 writes bytes at protocol 2) only with the
 latin-1 codec. The bytes come in through `eval.inputs.read_bytes` (kind ``"pickle"``).
 
-`portable_pickle` writes the other way: NumPy 2 pickles name ``numpy._core``, which NumPy 1.x
-cannot import (numpy/numpy#28340), and the toolkits reading proposal files mostly run NumPy 1.x
-(Detectron on Python 2), so arrays are written as NumPy 1.x writes them, opcode by opcode.
+`portable_pickle` writes the other way: NumPy 2 pickles name ``numpy._core``, which NumPy
+before 1.26 cannot import (1.26 reads ``numpy._core.multiarray`` but not protocol 5's
+``numpy._core.numeric``: numpy/numpy#28340), and the toolkits reading proposal files mostly run
+older NumPy 1.x (Detectron on Python 2), so arrays are written as NumPy 1.x writes them, opcode
+by opcode (checked: NumPy 1.26.4 reads them, with the default encoding and with latin-1).
 """
 from __future__ import annotations
 
