@@ -43,7 +43,7 @@ class Proposals:
 def as_list(value: object, where: str, what: str) -> list:
     """A list, tuple or 1-D array of a file (``what`` names it) as a list; else one error."""
     if isinstance(value, np.ndarray) and value.ndim == 1:
-        return value.tolist() if value.dtype.kind != "O" else list(value)
+        return value.tolist()  # ids as an array of numbers or strings
     if not isinstance(value, (list, tuple)):
         raise DetectionError(f"{where}: {what} is a {type(value).__name__}, not a list")
     return list(value)
