@@ -53,10 +53,10 @@ def parse(data: bytes, where: str) -> Proposals:
         why = " ".join(str(e).split())[:100]
         raise DetectionError(f"{where}: not a readable MATLAB file ({type(e).__name__}: {why})"
                              "; give Fast R-CNN's selective_search_data .mat") from None
-    cells = _cell(mat, "boxes", where)
-    boxes = [ranked(from_matlab(box_array(array, (4,), f"{where}: boxes{{{k + 1}}}")), None,
-                    f"{where}: boxes{{{k + 1}}}")
-             for k, array in enumerate(cells)]
+    boxes = []
+    for k, array in enumerate(_cell(mat, "boxes", where)):
+        here = f"{where}: boxes{{{k + 1}}}"
+        boxes.append(ranked(from_matlab(box_array(array, (4,), here)), None, here))
     if "images" not in mat:
         return Proposals(None, boxes, where)
     ids = [_text(name, f"{where}: images{{{k + 1}}}") for k, name in
@@ -72,7 +72,7 @@ def _cell(mat: dict, name: str, where: str) -> list:
     """The entries of the cell array ``name``, in the order Fast R-CNN reads them (ravel)."""
     if name not in mat:
         raise DetectionError(f"{where}: no variable {name!r}; not a Fast R-CNN proposal file "
-                             f"(variables: {sorted(k for k in mat if not k.startswith('__'))})")
+                             "(a boxes cell, one entry per image)")
     value = mat[name]
     if not isinstance(value, np.ndarray) or value.dtype != object:
         raise DetectionError(f"{where}: {name} is not a cell array (one entry per image)")
