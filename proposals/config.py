@@ -3,12 +3,16 @@ that `proposals.selective_search.selective_search` takes) and `ProposalConfig` (
 section of a training config, which `proposals.combined.build_proposer` turns into a
 `Proposer`). Free of OpenCV and torch, so that the commands' ``--help`` and the training
 config read without the `detect` extra; their defaults are these dataclasses' own.
+
+`PRESETS` names whole selective search settings (``gdet-propose --preset coco``, a config's
+``proposals: {selective_search: {preset: coco}}``, `preset_config` in Python); ``googlenet`` is
+`SelectiveSearchConfig`'s defaults. A value given beside a preset replaces the preset's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eval.config import check_fields
+from eval.config import check_fields, short_repr
 from eval.errors import DetectionError
 from proposals.defaults import MULTIBOX_NMS, MULTIBOX_TOP
 
@@ -53,6 +57,58 @@ def _check_optional_count(name: str, value: object) -> None:
     integer = isinstance(value, int) and not isinstance(value, bool)
     if value is not None and not (integer and value >= 1):
         raise DetectionError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named selective search setting: what it is for, and the `SelectiveSearchConfig`
+    values it sets (every field but ``seed``)."""
+
+    about: str
+    settings: dict
+
+
+# The one table of presets: the propose command's --preset and its --help, a config's
+# ``proposals.selective_search.preset`` and the README all read it.
+PRESETS: dict[str, Preset] = {
+    "rcnn": Preset("R-CNN (Girshick et al. 2014): fast mode at the paper's superpixel size",
+                   {"mode": "fast", "superpixel_scale": 1.0, "max_side": 500,
+                    "min_box_side": 20.0, "max_boxes": None}),
+    "googlenet": Preset("GoogLeNet's ILSVRC 2014 entry: superpixel size x2 (about half of "
+                        "R-CNN's boxes); the default",
+                        {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500,
+                         "min_box_side": 20.0, "max_boxes": None}),
+    "coco": Preset("COCO-style photos with many small objects: COCO's own 640 px, boxes "
+                   "down to 8 px",
+                   {"mode": "fast", "superpixel_scale": 2.0, "max_side": 640,
+                    "min_box_side": 8.0, "max_boxes": None}),
+}
+DEFAULT_PRESET = "googlenet"  # SelectiveSearchConfig()'s own values
+
+
+def preset_settings(name: object, where: str = "preset") -> dict:
+    """A copy of preset ``name``'s settings; an unknown name is one error (starting with
+    ``where``) listing the presets."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise DetectionError(f"{where}: unknown selective search preset {short_repr(name)}; "
+                             f"use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name].settings)
+
+
+def preset_config(name: str, **overrides: object) -> SelectiveSearchConfig:
+    """The `SelectiveSearchConfig` of preset ``name``, with ``overrides`` (field=value)
+    replacing its values: ``preset_config("coco", max_boxes=1000)``."""
+    return SelectiveSearchConfig(**{**preset_settings(name), **overrides})
+
+
+def expand_preset(section: dict, where: str) -> dict:
+    """A ``selective_search`` config section (plain data) with its ``preset`` key replaced by
+    that preset's settings; the section's other keys win over the preset's, as a config's own
+    keys win over its ``_base_``. A section without ``preset`` comes back as it is."""
+    if "preset" not in section:
+        return section
+    given = {key: value for key, value in section.items() if key != "preset"}
+    return {**preset_settings(section["preset"], where), **given}
 
 
 @dataclass(frozen=True)

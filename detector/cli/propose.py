@@ -1,12 +1,14 @@
 """Compute proposals (selective search, optionally + MultiBox) for a dataset or folder into a cache.
 
     gdet-propose --images photos/ --out cache/ss_x2
+    gdet-propose --gt coco/val.json --images coco/val2017 --preset coco --out cache/coco_ss
     gdet-propose --gt VOC2007 --split test --out cache/voc07_test --workers 8
     gdet-propose --gt VOC2007 --out cache/voc07_mb --multibox runs/voc_mb/last.pt
     gdet-propose --config configs/raccoon_combined_cpu.yaml     # as a training config says
     gdet-propose --config configs/raccoon_cpu.yaml --set proposals.selective_search.mode=quality
 
-Proposals: GoogLeNet's selective search (superpixel size x2) by default; with --multibox, the
+Proposals: GoogLeNet's selective search (superpixel size x2) by default, or a --preset (below;
+a proposal flag given as well replaces that one value of the preset); with --multibox, the
 top --multibox-top boxes of that MultiBox network (after NMS) come first, then the selective
 search boxes that are not near-duplicates of them. --config takes the dataset, the output
 folder and the proposal settings from a training config (its ``data`` and ``proposals``), so
@@ -30,22 +32,40 @@ from dataclasses import asdict
 
 from detector.cli.common import HelpFormatter, check_images_given, run_main
 from eval.errors import DetectionError
-from proposals.config import MODES, ProposalConfig, SelectiveSearchConfig
+from proposals.config import (DEFAULT_PRESET, MODES, PRESETS, ProposalConfig,
+                              SelectiveSearchConfig, preset_settings)
+
+
+def _as_flags(settings: dict) -> dict:
+    """Selective search settings as flag values: 0 stands for None (no limit)."""
+    return {key: 0 if value is None else value for key, value in settings.items()}
+
 
 # The flags' defaults are the library's (proposals.config, free of OpenCV and torch, so --help
-# needs neither); 0 stands for None (no limit) on the command line.
-SS_DEFAULTS = {key: 0 if value is None else value
-               for key, value in asdict(SelectiveSearchConfig()).items()}
+# needs neither).
+SS_DEFAULTS = _as_flags(asdict(SelectiveSearchConfig()))
 MB_DEFAULTS = {"multibox_top": ProposalConfig().multibox_top,
                "multibox_nms": ProposalConfig().multibox_nms}
 # Flags that --config decides: refused with it, by name.
-_CONFIG_DECIDES = ("gt", "images", "classes", *SS_DEFAULTS, "multibox", *MB_DEFAULTS,
+_CONFIG_DECIDES = ("gt", "images", "classes", "preset", *SS_DEFAULTS, "multibox", *MB_DEFAULTS,
                    "no_selective_search")
 
 
+def presets_help() -> str:
+    """The --help text of the presets: one paragraph each, its settings as flags."""
+    def flags(settings: dict) -> str:
+        return " ".join(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float)
+                        else f"--{key.replace('_', '-')} {value}"
+                        for key, value in _as_flags(settings).items())
+
+    return "\n".join(f"  {name}: {preset.about}\n      = {flags(preset.settings)}"
+                     for name, preset in PRESETS.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    epilog = f"{__doc__.split(chr(10) * 2, 1)[1]}\npresets (--preset):\n{presets_help()}"
     p = argparse.ArgumentParser(prog="gdet-propose", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
+                                epilog=epilog, formatter_class=HelpFormatter)
     p.add_argument("--out", help="cache folder (created; an existing one is resumed); with "
                                  "--config, default: its data.proposals")
     p.add_argument("--config", help="a training config: its data and proposals sections decide "
@@ -62,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", help="VOC ImageSets/Main split name, or a file of image ids "
                                    "(needs --gt or --config)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
-    s = p.add_argument_group("proposals (not with --config; default values shown apply "
-                             "without it)")
+    s = p.add_argument_group("proposals (not with --config; default values shown are the "
+                             f"{DEFAULT_PRESET} preset's)")
+    s.add_argument("--preset", choices=tuple(PRESETS),
+                   help="named selective search settings (listed below); a flag given with it "
+                        f"replaces that value (default: {DEFAULT_PRESET})")
     s.add_argument("--mode", choices=MODES,
                    help=f"selective search diversification (R-CNN used fast) "
                         f"(default: {SS_DEFAULTS['mode']})")
@@ -125,7 +148,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise DetectionError("give --out CACHE_FOLDER (or --config with data.proposals)")
     _check_ranges(args)
     if not args.config:
-        for name, value in {**SS_DEFAULTS, **MB_DEFAULTS, "no_selective_search": False}.items():
+        preset = _as_flags(preset_settings(args.preset or DEFAULT_PRESET, "--preset"))
+        defaults = {**SS_DEFAULTS, **preset, **MB_DEFAULTS, "no_selective_search": False}
+        for name, value in defaults.items():
             if not given(name):
                 setattr(args, name, value)
 

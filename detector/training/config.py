@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from eval.config import (ConfigValueError, check_fields, config_source, from_dict,
-                         load_config, short_repr, to_dict)
+from eval.config import (ConfigSource, ConfigValueError, check_fields, config_source,
+                         from_dict, load_config, short_repr, to_dict)
 from eval.errors import DetectionError
-from proposals.config import ProposalConfig
+from proposals.config import ProposalConfig, expand_preset
 from proposals.defaults import (CONTEXT_PAD, INPUT_SIZE, MIN_INPUT_SIZE, MULTIBOX_ALPHA,
                                 MULTIBOX_NMS, MULTIBOX_TOP)
 
@@ -212,7 +212,24 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> AnyTrainCo
     class its ``task`` names (after the overrides). Every value is checked; errors name the
     file, or the ``--set`` item the key came from, and the key."""
     source = config_source(path, overrides)
+    _expand_preset(source)
     return source.build(config_class(source.data.get("task", "classifier"), source.where("task")))
+
+
+def _expand_preset(source: ConfigSource) -> None:
+    """Replace ``proposals.selective_search.preset`` by the preset's settings
+    (`proposals.config.PRESETS`), the section's other keys winning; ``proposals.preset`` is
+    refused with the key to write instead."""
+    proposals = source.data.get("proposals")
+    if not isinstance(proposals, dict):
+        return  # absent, null, or not a mapping (the loader's own error)
+    if "preset" in proposals:
+        raise DetectionError(f"{source.where('proposals.preset')}: a preset names selective "
+                             "search settings; write it as proposals.selective_search.preset")
+    section = proposals.get("selective_search")
+    if isinstance(section, dict):
+        key = "proposals.selective_search.preset"
+        proposals["selective_search"] = expand_preset(section, f"{source.where(key)}: {key}")
 
 
 def config_from_dict(data: dict, where: str) -> AnyTrainConfig:
