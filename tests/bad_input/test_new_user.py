@@ -15,7 +15,7 @@ import pytest
 from _check import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("evaluate", "propose", "train", "detect", "test")
+COMMANDS = ("evaluate", "propose", "train", "detect", "test", "convert_proposals")
 
 
 # --- every --help shows every default, under the console script's name -------------------------
@@ -49,12 +49,12 @@ def test_every_help_shows_every_default_under_the_script_name(command, monkeypat
     monkeypatch.setenv("COLUMNS", "1000")  # one line per flag: nothing wraps inside a value
     module = importlib.import_module(f"detector.cli.{command}")
     parser = module.build_parser()
-    assert parser.prog == f"gdet-{command}"
+    assert parser.prog == f"gdet-{command.replace('_', '-')}"
     with pytest.raises(SystemExit) as done:
         module.main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"usage: gdet-{command} ")
+    assert text.startswith(f"usage: gdet-{command.replace('_', '-')} ")
     helps = option_helps(parser, text)
     missing = {}
     for action in parser._actions:
