@@ -31,6 +31,7 @@ import torch
 from proposals.checkpoint import ModelSpec
 from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
+from detector.export import OnnxMembers, check_backend, classify_exported, load_exported
 from eval.errors import DetectionError
 from detector.pipeline import (DetectionResult, Ensemble, classify_regions, imagenet_ensemble,
                                load_ensemble, proposals_for)
@@ -87,7 +88,8 @@ class Detector:
     """An ensemble of region classifiers ready to detect, on one device.
 
     Args:
-        members: classifiers in eval mode on ``device`` that agree on classes and warp.
+        members: classifiers in eval mode on ``device`` that agree on classes and warp, or an
+            exported ensemble in ONNX Runtime (`detector.export.OnnxMembers`, on the CPU).
         spec: their `ModelSpec` (input size, context padding).
         classes: label ``i`` is ``classes[i - 1]``.
         device: where the members are; images go there.
@@ -108,13 +110,15 @@ class Detector:
         self.device = torch.device(device)
         self.path = path or default_path(self.device)
         self.spec, self.classes = spec, tuple(classes)
-        self.members = prepare_members(list(members), self.path)
+        self.backend = "onnxruntime" if isinstance(members, OnnxMembers) else "torch"
+        self.members = (members if self.backend == "onnxruntime"
+                        else prepare_members(list(members), self.path))
         self.cache, self.proposer = cache, proposer
         self.postprocess, self.batch_size = postprocess, batch_size
 
     @classmethod
     def load(cls, checkpoints: Sequence[str | os.PathLike] = (),
-             device: torch.device | str = "auto", *,
+             device: torch.device | str = "auto", *, backend: str = "torch",
              imagenet_weights: str | os.PathLike | None = None,
              proposals: str | os.PathLike | ProposalCache | None = None,
              precision: str = "auto", channels_last: bool | None = None,
@@ -131,14 +135,23 @@ class Detector:
         default: computed as the checkpoint's were. The inference path is
         `default_path(device)` changed by ``precision`` / ``channels_last`` / ``stacked`` /
         ``compile``. Every value is checked before a checkpoint is read.
+
+        ``backend="onnxruntime"``: ``checkpoints`` is one file of tools/export.py, run by ONNX
+        Runtime on the CPU (float32, torch's thread count); proposals and post-processing as
+        the torch backend's, with the settings the file carries.
         """
         postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
         check_batch_size(batch_size)
-        device = devices.pick_device(device, "device")
+        check_backend(backend, checkpoints, device=device, precision=precision,
+                      imagenet_weights=imagenet_weights, channels_last=channels_last,
+                      stacked=stacked, compile=compile)
+        device = devices.pick_device("cpu" if backend == "onnxruntime" else device, "device")
         check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
                       compile=compile)
         path = inference_path_for(device, precision, channels_last, stacked, compile)
-        ensemble = load_model(list(checkpoints), device, imagenet_weights)
+        ensemble = (load_exported(checkpoints[0], torch.get_num_threads())
+                    if backend == "onnxruntime"
+                    else load_model(list(checkpoints), device, imagenet_weights))
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
                    cache=cache, proposer=proposer, postprocess=postprocess,
@@ -171,7 +184,8 @@ class Detector:
         # Copied to the device as uint8 (4x less than float); ImageNet mean = 0 = warp fill.
         pixels = normalize_image(channels_first(image).to(self.device))
         boxes = torch.as_tensor(proposals, dtype=torch.float32).to(self.device)
-        probs, deltas = classify_regions(
+        classify = classify_exported if self.backend == "onnxruntime" else classify_regions
+        probs, deltas = classify(
             pixels, boxes, self.members, input_size=self.spec.input_size,
             context_pad=self.spec.context_pad, batch_size=self.batch_size, path=self.path)
         boxes, scores, labels = self.postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]),
@@ -200,8 +214,9 @@ class Detector:
                 yield replace(self._detect(image, proposals, image_id, path), image=image)
 
     def describe(self) -> str:
-        """E.g. ``"2 network(s) on cpu: fp32"``."""
-        return f"{len(self.members)} network(s) on {self.device}: {self.path.describe()}"
+        """E.g. ``"2 network(s) on cpu: fp32"``, ``"... on cpu: onnxruntime (fp32)"``."""
+        how = "onnxruntime (fp32)" if self.backend == "onnxruntime" else self.path.describe()
+        return f"{len(self.members)} network(s) on {self.device}: {how}"
 
 
 def load_model(checkpoints: list[str | os.PathLike], device: torch.device,

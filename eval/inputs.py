@@ -52,6 +52,9 @@ LIMITS = {
     # train2017 proposals at 2,000 float32 boxes and scores an image are about 4.7 GB.
     "pickle": 16 * _GiB,
     "script": 16 * _MiB,       # a user's main script, read to find its __main__ guard
+    # An exported model (tools/export.py): protobuf's limit for one file, weights inside
+    # (GoogLeNet is 27 MB a member).
+    "onnx": 2 * _GiB,
 }
 
 

@@ -21,6 +21,8 @@ MAX_PER_IMAGE = 100
 # The networks' precision choices (--precision, precision=): auto = bf16 autocast on CUDA,
 # float32 on CPU (proposals.devices.default_autocast).
 PRECISIONS = ("auto", "fp32", "bf16")
+# What runs the networks (--backend, backend=): PyTorch, or ONNX Runtime on an exported file.
+BACKENDS = ("torch", "onnxruntime")
 # What the detect command draws and prints (it writes every detection to detections.json).
 SHOW_THRESHOLD = 0.5
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("evaluate", "propose", "train", "detect", "test", "convert_proposals")
+COMMANDS = ("evaluate", "propose", "train", "detect", "test", "convert_proposals", "export")
 LIBRARY = ("detector", "proposals", "eval")
 MAX_LINES = 420  # "files under ~400 lines"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from eval.errors import DetectionError
 from eval.outputs import created_folders_removed_on_failure
-from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, PRECISIONS, REGION_BATCH, SCORE_THRESHOLD
+from proposals.defaults import (BACKENDS, MAX_PER_IMAGE, NMS_IOU, PRECISIONS, REGION_BATCH,
+                                SCORE_THRESHOLD)
 
 # The modules that only the `detect` extra installs, and the line that says so.
 _EXTRA_MODULES = {"torch", "torchvision", "cv2", "scipy"}
@@ -176,6 +177,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, "
                         "cuda:N (default: auto)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="torch: the checkpoints in PyTorch; onnxruntime: one .onnx file of "
+                        "tools/export.py as the --checkpoint, run by ONNX Runtime on the CPU "
+                        "(the `onnx` extra; default: torch)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
                         "(default: auto)")
@@ -210,8 +215,13 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
     from detector.api import check_batch_size
     from detector.postprocess import PostProcess
 
+    from detector.export import check_backend
+
     PostProcess(args.score_threshold, args.nms_iou, args.max_per_image)
     check_batch_size(args.batch_size)
+    check_backend(args.backend, args.checkpoint, device=args.device, precision=args.precision,
+                  imagenet_weights=getattr(args, "imagenet_weights", None),
+                  channels_last=args.channels_last, stacked=args.stacked, compile=args.compile)
     if args.workers < 0:
         raise DetectionError(f"--workers {args.workers}: must be at least 0")
 
@@ -229,7 +239,8 @@ def check_cache_holds(cache, image_ids: list, flag_value: str) -> None:
 
 def inference_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of `Detector.load` that the inference flags set."""
-    return dict(precision=args.precision, channels_last=args.channels_last,
+    return dict(backend=args.backend, precision=args.precision,
+                channels_last=args.channels_last,
                 stacked=args.stacked, compile=args.compile, score_threshold=args.score_threshold,
                 nms_iou=args.nms_iou, max_per_image=args.max_per_image,
                 batch_size=args.batch_size)
