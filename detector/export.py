@@ -82,6 +82,8 @@ def export_onnx(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike
     """
     out = check_output_file(out, "--out", [*checkpoints, ("--imagenet-weights", imagenet_weights),
                                            ("--check-image", check_image)])
+    for module in ("onnxscript", "onnxruntime"):  # the exporter's and the check's
+        _require(module)
     if not checkpoints and imagenet_weights is None:
         raise DetectionError("nothing to export: pass checkpoints, or --imagenet-weights FILE "
                              "for the ImageNet GoogLeNet")
@@ -143,7 +145,6 @@ def metadata_of(ensemble: Ensemble, sources: Sequence[str | os.PathLike]) -> dic
 def onnx_model(ensemble: Ensemble, metadata: dict) -> bytes:
     """The serialised ONNX model of the ensemble (torch.export-based exporter, batch axis
     free), weights inside, ``metadata`` as JSON under `METADATA_KEY`."""
-    _require("onnxscript")
     spec = ensemble.spec
     module = MeanEnsemble(ensemble.members).eval()
     example = torch.zeros(2, 3, spec.input_size, spec.input_size)  # 2: 1 would fix the axis

@@ -80,7 +80,7 @@ _BLOCKED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("command", ["propose", "train", "detect", "test"])
+@pytest.mark.parametrize("command", ["propose", "train", "detect", "test", "export"])
 def test_without_torch_a_command_names_the_extra(tmp_path, command):
     # Inputs that would otherwise start the work: the missing extra is the one line printed.
     import json
@@ -100,7 +100,8 @@ def test_without_torch_a_command_names_the_extra(tmp_path, command):
                       "--set", "output=run"],
             "detect": ["photos/a.png", "--checkpoint", "a.pt", "--out", "dets"],
             "test": ["--gt", "gt.json", "--images", "photos", "--checkpoint", "a.pt",
-                     "--out", "out"]}[command]
+                     "--out", "out"],
+            "export": ["a.pt", "--out", "a.onnx", "--check-image", "photos/a.png"]}[command]
     out = subprocess.run([sys.executable, "-c", _BLOCKED % command, *argv], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
