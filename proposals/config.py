@@ -78,10 +78,12 @@ PRESETS: dict[str, Preset] = {
                         "R-CNN's boxes); the default",
                         {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500,
                          "min_box_side": 20.0, "max_boxes": None}),
-    "coco": Preset("COCO-style photos with many small objects: COCO's own 640 px, boxes "
-                   "down to 8 px",
-                   {"mode": "fast", "superpixel_scale": 2.0, "max_side": 640,
-                    "min_box_side": 8.0, "max_boxes": None}),
+    # R-CNN's finer superpixels find twice GoogLeNet's share of COCO's small objects (under
+    # 32 x 32 px); a box under 4 px can only reach IoU 0.5 with an object under 8 px.
+    "coco": Preset("COCO-style photos with many small objects: R-CNN's superpixel size, "
+                   "boxes down to 4 px",
+                   {"mode": "fast", "superpixel_scale": 1.0, "max_side": 500,
+                    "min_box_side": 4.0, "max_boxes": None}),
 }
 DEFAULT_PRESET = "googlenet"  # SelectiveSearchConfig()'s own values
 

@@ -25,8 +25,8 @@ def test_each_preset_holds_its_documented_settings():
     assert PRESETS["googlenet"].settings == {"mode": "fast", "superpixel_scale": 2.0,
                                              "max_side": 500, "min_box_side": 20.0,
                                              "max_boxes": None}
-    assert PRESETS["coco"].settings == {"mode": "fast", "superpixel_scale": 2.0, "max_side": 640,
-                                        "min_box_side": 8.0, "max_boxes": None}
+    assert PRESETS["coco"].settings == {"mode": "fast", "superpixel_scale": 1.0, "max_side": 500,
+                                        "min_box_side": 4.0, "max_boxes": None}
     for name, preset in PRESETS.items():
         # Every field but the seed, so that a preset alone decides the boxes.
         assert set(preset.settings) == set(asdict(SelectiveSearchConfig())) - {"seed"}, name
@@ -45,7 +45,7 @@ def test_googlenet_is_the_default_and_its_cache_params_are_unchanged():
 def test_values_given_replace_the_presets():
     config = preset_config("coco", max_boxes=300, seed=3)
     assert (config.max_boxes, config.seed) == (300, 3)
-    assert config.superpixel_scale == 2.0 and config.min_box_side == 8.0
+    assert config.superpixel_scale == 1.0 and config.min_box_side == 4.0
     settings = preset_settings("rcnn")
     settings["max_side"] = 1  # a copy: the table itself stays as it is
     assert PRESETS["rcnn"].settings["max_side"] == 500
