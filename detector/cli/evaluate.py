@@ -17,8 +17,8 @@ from detector.cli.common import (HelpFormatter, add_dataset_arguments, add_proto
 from eval.errors import DetectionError
 from eval.outputs import check_output_file
 
-DESCRIPTION = ("Evaluate a COCO results file against COCO, PASCAL VOC or ILSVRC DET ground "
-               "truth, or proposal caches (recall and AR versus proposals per image).")
+DESCRIPTION = ("Evaluate a COCO results file against COCO, PASCAL VOC, ILSVRC DET or YOLO "
+               "ground truth, or proposal caches (recall and AR versus proposals per image).")
 EPILOG = """\
 With COCO JSON ground truth, --split (image ids or file names) and --classes (category names)
 select images and categories exactly as pycocotools' params.imgIds / params.catIds; --images

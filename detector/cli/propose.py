@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --config: override a config value, e.g. "
                         "proposals.selective_search.max_side=300 (repeatable)")
     g = p.add_argument_group("dataset (not with --config, except --split)")
-    g.add_argument("--gt", help="a dataset: COCO instances JSON, VOC folder or VOC/ILSVRC XML "
-                                "folder")
+    g.add_argument("--gt", help="a dataset: COCO instances JSON, VOC folder, VOC/ILSVRC XML "
+                                "folder, YOLO data.yaml or YOLO labels folder")
     g.add_argument("--images", help="image folder: the dataset's images, or, without --gt, "
                                     "every image below it (id = path without suffix)")
     g.add_argument("--classes", help="class list file for VOC/ILSVRC folders (needs --gt)")

@@ -36,7 +36,7 @@ def _check_input_size(value: int) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    gt: str = ""                       # dataset: COCO JSON, VOC folder or VOC/ILSVRC XML folder
+    gt: str = ""                       # dataset: COCO JSON, VOC or XML folder, YOLO data.yaml
     images: str | None = None          # image folder, where the ground truth needs one
     classes: str | None = None         # class list file (default: sorted names found)
     train_split: str | None = None     # split name or file of ids (csv with 'filename' too)
@@ -133,7 +133,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MultiBoxDataConfig:
-    gt: str = ""                       # dataset: COCO JSON, VOC folder or VOC/ILSVRC XML folder
+    gt: str = ""                       # dataset: COCO JSON, VOC or XML folder, YOLO data.yaml
     images: str | None = None
     classes: str | None = None         # (classes are ignored: MultiBox is class-agnostic)
     train_split: str | None = None
