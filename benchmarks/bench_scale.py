@@ -1,6 +1,7 @@
 """Benchmark: tools/propose.py at data-set scale: CPU per image, and memory against image count.
 
-    python benchmarks/bench_scale.py throughput               # voc100 + coco128, --workers 1, 2
+    python benchmarks/bench_scale.py throughput               # voc100, coco128; --workers 1, 2
+    python benchmarks/bench_scale.py throughput --preset rcnn --workers 1 --photos voc100
     python benchmarks/bench_scale.py memory --count 5000      # 5,000 images, --workers 2
     python benchmarks/bench_scale.py memory --count 5000 --folder /tmp/scale5k --keep
 
@@ -8,10 +9,11 @@ Both run the command as a user does (``python tools/propose.py``, default preset
 search fast mode, superpixel x2, 500 px working copy) in a child process, on the real photos of
 ../shared/data (voc100 and coco128, 228 images).
 
-``throughput``: each ``--workers`` setting fills a fresh cache from all 228 photos. The robust
-figure is the CPU seconds per image of the whole process tree (main process and workers, user +
-system, from ``getrusage(RUSAGE_CHILDREN)`` around the run; it includes the start-up imports of
-every process, which the command's own "CPU s per image" line leaves out); wall images/s is as
+``throughput``: each ``--workers`` setting fills a fresh cache from each photo set (voc100's
+100, coco128's 128; ``--preset`` passes one to the command). The robust figure is the CPU
+seconds per image of the whole process tree (main process and workers, user + system, from
+``getrusage(RUSAGE_CHILDREN)`` around the run; it includes the start-up imports of every
+process, which the command's own "CPU s per image" line leaves out); wall images/s is as
 observed, so it depends on what else the machine runs.
 
 ``memory``: builds ``--count`` images as links to the 228 photos under distinct names (the
@@ -35,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from eval.datasets.images import list_image_files
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -105,27 +109,36 @@ def children_cpu() -> float:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    """CPU s per image and wall images/s of a full run per ``--workers`` setting."""
-    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
-        for path, _, _ in photos():
-            os.symlink(path, folder / path.name)
-        count = len(os.listdir(folder))
-        print(f"{count} photos (voc100 + coco128), default preset, {os.cpu_count()} CPUs")
+    """CPU s per image and wall images/s of a full run, per photo set and ``--workers``."""
+    preset = ["--preset", args.preset] if args.preset else []
+    print(f"preset {args.preset or 'default (googlenet)'}, {os.cpu_count()} CPUs")
+    print("photos    workers  images  CPU s/image (tree)  CPU s/image (command)  images/s wall")
+    for name in args.photos:
+        source = SOURCES[name]
+        if not source.is_dir():
+            raise SystemExit(f"{source} not found: this benchmark needs ../shared/data")
+        count = len(list_image_files(source)[0])
         for workers in args.workers:
-            out = Path(tmp) / f"cache_w{workers}"
-            cpu, start = children_cpu(), time.perf_counter()
-            done = subprocess.run(propose_command("--images", str(folder), "--out", str(out),
-                                                  "--workers", str(workers)),
-                                  capture_output=True, text=True)
-            wall, cpu = time.perf_counter() - start, children_cpu() - cpu
-            if done.returncode != 0:
-                raise SystemExit(f"propose failed ({done.returncode}):\n{done.stderr[-2000:]}")
-            own = next((line for line in done.stdout.splitlines() if line.startswith("time:")), "")
-            print(f"--workers {workers}: {cpu / count:.3f} CPU s per image (process tree, "
-                  f"imports included); {count / wall:.2f} images/s wall ({wall:.0f} s); "
-                  f"command says: {own}")
+            with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+                tree, own, wall = timed_run(source, Path(tmp) / "cache", workers, preset)
+            print(f"{name:<8}  {workers:>7}  {count:>6}  {tree / count:>18.3f}  {own:>21}  "
+                  f"{count / wall:>13.2f}")
+
+
+def timed_run(images: Path, out: Path, workers: int, extra: list[str]) -> tuple[float, str, float]:
+    """(CPU s of the process tree, the command's own CPU s per image, wall s) of one run of the
+    command on ``images`` into an empty cache ``out``."""
+    cpu, start = children_cpu(), time.perf_counter()
+    done = subprocess.run(propose_command("--images", str(images), "--out", str(out),
+                                          "--workers", str(workers), *extra),
+                          capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    if done.returncode != 0:
+        raise SystemExit(f"propose failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    # "time: 0.412 CPU s per image; ..." (the workers' time on each image, imports left out)
+    own = next((line.split()[1] for line in done.stdout.splitlines()
+                if line.startswith("time:")), "?")
+    return cpu, own, wall
 
 
 def tree_rss(root: int) -> tuple[int, int]:
@@ -209,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput", help="CPU s per image with --workers 1 and 2")
     t.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    t.add_argument("--preset", help="the command's --preset (default: none given, its default)")
+    t.add_argument("--photos", nargs="+", choices=list(SOURCES), default=list(SOURCES),
+                   help="the photo sets to run on")
     m = sub.add_parser("memory", help="process tree RSS against images done")
     m.add_argument("--count", type=int, default=5000, help="images to build and propose on")
     m.add_argument("--folder", help="where to build them (default: a temporary folder)")
