@@ -9,6 +9,7 @@ Backend: NCCL when the ranks run on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 
 import torch
@@ -90,10 +91,13 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for every rank (a no-op without a process group)."""
+def barrier(timeout: datetime.timedelta | None = None) -> None:
+    """Wait for every rank (a no-op without a process group), at most ``timeout`` (None: the
+    group's, torch's 30 minutes). Work whose ranks may end hours apart (a resumed proposal run
+    whose rank 0 has nothing left, machines of unequal speed) passes a longer one: past it,
+    gloo raises on the waiting rank and torchrun kills the others mid-work."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(timeout=timeout)
 
 
 def default_autocast(device: torch.device) -> torch.dtype | None:

@@ -25,8 +25,9 @@ printed at the end. The library: `proposals.extract` (``propose_to_cache``, ``fo
 from __future__ import annotations
 
 import argparse
-import sys
+import datetime
 import math
+import sys
 
 from dataclasses import asdict
 
@@ -46,6 +47,10 @@ def _as_flags(settings: dict) -> dict:
 SS_DEFAULTS = _as_flags(asdict(SelectiveSearchConfig()))
 MB_DEFAULTS = {"multibox_top": ProposalConfig().multibox_top,
                "multibox_nms": ProposalConfig().multibox_nms}
+# How long the ranks that finished wait for the others before rank 0 reports: a shard can take
+# hours longer than another (a resumed run whose rank 0 has nothing left, unequal machines), and
+# torch's default 30 minutes would end the whole job with a traceback there.
+WAIT_FOR_RANKS = datetime.timedelta(days=7)
 # Flags that --config decides: refused with it, by name.
 _CONFIG_DECIDES = ("gt", "images", "classes", "preset", *SS_DEFAULTS, "multibox", *MB_DEFAULTS,
                    "no_selective_search")
@@ -205,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes = extract.compute_proposals(todo, cache, proposer, args.workers, rank)
     extract.print_summary(outcomes, time.perf_counter() - start, args.workers)
     if grouped:
-        devices.barrier()  # so that rank 0 reports the whole cache
+        devices.barrier(WAIT_FOR_RANKS)  # so that rank 0 reports the whole cache
     elif world > 1:
         print("not started by torchrun: not waiting for the other ranks")
     if rank == 0:

@@ -52,3 +52,19 @@ def test_device_and_precision_choices():
         assert not torch.is_autocast_enabled("cpu")
     with devices.autocast(cpu, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu")
+
+
+def test_barrier_waits_as_long_as_it_is_told(monkeypatch):
+    """A rank of a proposal run may finish hours before the slowest (torch's group default is
+    30 minutes): the propose command's barrier passes its own, longer timeout to torch."""
+    import datetime
+
+    from detector.cli import propose
+
+    seen = []
+    monkeypatch.setattr(devices.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(devices.dist, "barrier", lambda timeout=None: seen.append(timeout))
+    devices.barrier()
+    devices.barrier(propose.WAIT_FOR_RANKS)
+    assert seen == [None, propose.WAIT_FOR_RANKS]
+    assert propose.WAIT_FOR_RANKS >= datetime.timedelta(days=1)
