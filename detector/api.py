@@ -49,10 +49,14 @@ Proposer = Callable[[np.ndarray], np.ndarray]
 def inference_path_for(device: torch.device, precision: str = "auto",
                        channels_last: bool | None = None, stacked: bool | None = None,
                        compile: bool | None = None) -> InferencePath:
-    """`default_path(device)` with what the keyword choices change (None: the default's)."""
-    path = replace(default_path(device), autocast=devices.autocast_for(precision, device))
-    if channels_last is not None:
-        path = replace(path, channels_last=channels_last)
+    """The path detection runs on ``device``: `default_path(device)` with ``precision``'s
+    autocast (auto: bf16 on CUDA, float32 on the CPU) and channels_last as given (None: on for
+    the CPU, `proposals.devices.default_channels_last`), changed by the other choices (None:
+    off)."""
+    if channels_last is None:
+        channels_last = devices.default_channels_last(device)
+    path = replace(default_path(device), autocast=devices.autocast_for(precision, device),
+                   channels_last=channels_last)
     if stacked is not None:
         path = replace(path, stacked=stacked)
     if compile is not None:
@@ -93,7 +97,8 @@ class Detector:
         spec: their `ModelSpec` (input size, context padding).
         classes: label ``i`` is ``classes[i - 1]``.
         device: where the members are; images go there.
-        path: how the networks run (default `default_path(device)`: bf16 autocast on CUDA).
+        path: how the networks run (default `default_path(device)`: bf16 autocast on CUDA,
+            plain float32 on the CPU; `load` and the commands run `inference_path_for`).
         cache: proposals read from this cache (key: the image id) instead of computed.
         proposer: computes an image's proposals where there is no cache (default: GoogLeNet's
             selective search); must be picklable for ``detect_many(workers >= 1)``.
@@ -124,7 +129,7 @@ class Detector:
              precision: str = "auto", channels_last: bool | None = None,
              stacked: bool | None = None, compile: bool | None = None,
              score_threshold: float = SCORE_THRESHOLD, nms_iou: float = NMS_IOU,
-             max_per_image: int = MAX_PER_IMAGE, batch_size: int = REGION_BATCH
+             max_per_image: int = MAX_PER_IMAGE, batch_size: int | None = None
              ) -> "Detector":
         """A detector from checkpoints (one per ensemble member), or without any, R-CNN's "no
         fine-tuning" baseline: torchvision's 1,000-class ImageNet GoogLeNet (weights through
@@ -133,15 +138,17 @@ class Detector:
 
         ``proposals``: a proposal cache (folder or `ProposalCache`) to read proposals from;
         default: computed as the checkpoint's were. The inference path is
-        `default_path(device)` changed by ``precision`` / ``channels_last`` / ``stacked`` /
-        ``compile``. Every value is checked before a checkpoint is read.
+        `inference_path_for(device, precision, channels_last, stacked, compile)`. Every value is
+        checked before a checkpoint is read.
 
         ``backend="onnxruntime"``: ``checkpoints`` is one file of tools/export.py, run by ONNX
         Runtime on the CPU (float32, torch's thread count); proposals and post-processing as
-        the torch backend's, with the settings the file carries.
+        the torch backend's, with the settings the file carries. ``batch_size`` None: the
+        device's (`proposals.devices.default_region_batch`: 256 on CUDA, 64 on the CPU).
         """
         postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
-        check_batch_size(batch_size)
+        if batch_size is not None:
+            check_batch_size(batch_size)
         check_backend(backend, checkpoints, device=device, precision=precision,
                       imagenet_weights=imagenet_weights, channels_last=channels_last,
                       stacked=stacked, compile=compile)
@@ -155,7 +162,8 @@ class Detector:
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
                    cache=cache, proposer=proposer, postprocess=postprocess,
-                   batch_size=batch_size)
+                   batch_size=devices.default_region_batch(device) if batch_size is None
+                   else batch_size)
 
     def __call__(self, image: str | os.PathLike | np.ndarray | torch.Tensor,
                  proposals: np.ndarray | torch.Tensor | None = None, *,

@@ -12,6 +12,9 @@ MIN_INPUT_SIZE = 15
 # Regions warped and classified at once: 256 x 3 x 224 x 224 float32 is 154 MB, enough to keep
 # a GPU busy while 10,000 proposals never need 6 GB at once.
 REGION_BATCH = 256
+# On the CPU: 64 (a quarter of the memory) was within noise of the fastest batch of every CPU
+# path, where 256 ran at 0.68-0.85x batch 32's rate on one quiet thread (BENCHMARKS.md).
+REGION_BATCH_CPU = 64
 
 # Post-processing: R-CNN's greedy per-class NMS at IoU 0.3; scores at or below SCORE_THRESHOLD
 # are not detections (low, so that mAP sees the whole precision-recall curve); COCO's maxDets.
@@ -19,7 +22,7 @@ NMS_IOU = 0.3
 SCORE_THRESHOLD = 0.01
 MAX_PER_IMAGE = 100
 # The networks' precision choices (--precision, precision=): auto = bf16 autocast on CUDA,
-# float32 on CPU (proposals.devices.default_autocast).
+# float32 on CPU (proposals.devices.default_autocast), with channels_last there.
 PRECISIONS = ("auto", "fp32", "bf16")
 # What runs the networks (--backend, backend=): PyTorch, or ONNX Runtime on an exported file.
 BACKENDS = ("torch", "onnxruntime")

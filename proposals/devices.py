@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from eval.errors import DetectionError
-from proposals.defaults import PRECISIONS
+from proposals.defaults import PRECISIONS, REGION_BATCH, REGION_BATCH_CPU
 
 # What ``--device`` (and ``Detector.load(device=)``) takes, as the error message lists it.
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -100,10 +100,32 @@ def barrier(timeout: datetime.timedelta | None = None) -> None:
         dist.barrier(timeout=timeout)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX tiles), where bf16
+    autocast is faster than float32; elsewhere oneDNN emulates it, slower than float32.
+    (torch.cpu's checks; a torch without them answers False.) Even there ``--precision auto``
+    stays float32 on the CPU: bf16 cost 2.4 points of AP on the raccoon test (BENCHMARKS.md)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def default_autocast(device: torch.device) -> torch.dtype | None:
     """The mixed precision the tools use on ``device``: bf16 autocast on CUDA (tensor cores;
-    BENCHMARKS.md), float32 (None) on CPU."""
+    BENCHMARKS.md), float32 (None) on CPU, even one with native bf16 (`cpu_has_native_bf16`)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """Whether detection's networks run in channels_last (NHWC) memory unless told otherwise:
+    on the CPU, oneDNN's own layout (1.4-1.9x float32 NCHW, the same results up to rounding:
+    BENCHMARKS.md); not on CUDA, until benchmarks/gpu.py measures it there."""
+    return torch.device(device).type == "cpu"
+
+
+def default_region_batch(device: torch.device) -> int:
+    """Regions classified at once unless told otherwise: `REGION_BATCH` on CUDA,
+    `REGION_BATCH_CPU` on the CPU."""
+    return REGION_BATCH if torch.device(device).type == "cuda" else REGION_BATCH_CPU
 
 
 def autocast_for(precision: str, device: torch.device) -> torch.dtype | None:

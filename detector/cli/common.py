@@ -18,7 +18,7 @@ from pathlib import Path
 from eval.errors import DetectionError
 from eval.outputs import created_folders_removed_on_failure
 from proposals.defaults import (BACKENDS, MAX_PER_IMAGE, NMS_IOU, PRECISIONS, REGION_BATCH,
-                                SCORE_THRESHOLD)
+                                REGION_BATCH_CPU, SCORE_THRESHOLD)
 
 # The modules that only the `detect` extra installs, and the line that says so.
 _EXTRA_MODULES = {"torch", "torchvision", "cv2", "scipy"}
@@ -183,10 +183,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                         "(the `onnx` extra; default: torch)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
-                        "(default: auto)")
+                        "(bf16 on a CPU lost AP; see BENCHMARKS.md) (default: auto)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="run the networks in channels_last (NHWC) memory (default: the device's "
-                        "default path, see BENCHMARKS.md)")
+                   help="run the networks in channels_last (NHWC) memory (default: on for the "
+                        "CPU, off on CUDA; see BENCHMARKS.md)")
     p.add_argument("--stacked", action=argparse.BooleanOptionalAction,
                    help="run an ensemble's members as one vmapped call per batch (torch.func; "
                         "default: off)")
@@ -202,8 +202,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-image", type=int, default=MAX_PER_IMAGE,
                    help=f"keep at most this many detections per image (default {MAX_PER_IMAGE}, "
                         "COCO's maxDets)")
-    p.add_argument("--batch-size", type=int, default=REGION_BATCH,
-                   help=f"regions classified at once (bounds memory; default {REGION_BATCH})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"regions classified at once (bounds memory; default {REGION_BATCH} on "
+                        f"CUDA, {REGION_BATCH_CPU} on the CPU)")
     p.add_argument("--workers", type=int, default=0,
                    help="CPU processes computing proposals ahead of classification; default 0 = "
                         "in the main process")
@@ -218,7 +219,8 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
     from detector.export import check_backend
 
     PostProcess(args.score_threshold, args.nms_iou, args.max_per_image)
-    check_batch_size(args.batch_size)
+    if args.batch_size is not None:
+        check_batch_size(args.batch_size)
     check_backend(args.backend, args.checkpoint, device=args.device, precision=args.precision,
                   imagenet_weights=getattr(args, "imagenet_weights", None),
                   channels_last=args.channels_last, stacked=args.stacked, compile=args.compile)
