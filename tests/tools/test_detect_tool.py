@@ -103,7 +103,7 @@ def test_inference_flags_choose_the_path_and_keep_the_detections(images, checkpo
                                                                 capsys):
     args = [str(images / "folder"), "--show-threshold", "0", "--checkpoint",
             str(checkpoints / "a.pt"), "--checkpoint", str(checkpoints / "b.pt")]
-    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(args + ["--out", str(tmp_path / "plain"), "--no-channels-last"]) == 0
     assert "2 network(s) on cpu: fp32" in capsys.readouterr().out
     assert main(args + ["--out", str(tmp_path / "fast"), "--stacked", "--channels-last"]) == 0
     assert "2 network(s) on cpu: channels_last, stacked" in capsys.readouterr().out
@@ -126,7 +126,7 @@ def test_inference_path_is_the_device_default_unless_a_flag_changes_it():
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")  # only the type is read
     args = lambda *flags: build_parser().parse_args(["x.jpg", *flags])  # noqa: E731
     assert inference_path(args(), cuda) == default_path(cuda) == InferencePath(torch.bfloat16)
-    assert inference_path(args(), cpu) == InferencePath()
+    assert inference_path(args(), cpu) == InferencePath(channels_last=True)  # the CPU default
     assert inference_path(args("--precision", "fp32"), cuda) == InferencePath()
     assert inference_path(args("--precision", "bf16", "--channels-last", "--compile"), cpu) == \
         InferencePath(torch.bfloat16, channels_last=True, compile="inductor")
