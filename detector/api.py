@@ -31,7 +31,9 @@ import torch
 from proposals.checkpoint import ModelSpec
 from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
-from detector.export import OnnxMembers, check_backend, classify_exported, load_exported
+from detector.export import (OnnxMembers, check_backend, classify_exported, is_exported_file,
+                             load_exported)
+from detector.export_cache import onnx_members, runtime_available
 from eval.errors import DetectionError
 from detector.pipeline import (DetectionResult, Ensemble, classify_regions, imagenet_ensemble,
                                load_ensemble, proposals_for)
@@ -62,6 +64,18 @@ def inference_path_for(device: torch.device, precision: str = "auto",
     if compile is not None:
         path = replace(path, compile="inductor" if compile else None)
     return path
+
+
+def runs_on_onnxruntime(backend: str, device: torch.device, precision: str = "auto",
+                        channels_last: bool | None = None, stacked: bool | None = None,
+                        compile: bool | None = None) -> bool:
+    """Whether ``backend`` runs checkpoints on ONNX Runtime: asked for, or ``auto`` on a CPU
+    where the exporter and ONNX Runtime are installed and no torch-only choice is made."""
+    if backend != "auto":
+        return backend == "onnxruntime"
+    torch_only = precision not in ("auto", "fp32") or any(
+        choice is not None for choice in (channels_last, stacked, compile))
+    return device.type == "cpu" and not torch_only and runtime_available()
 
 
 def check_choices(checkpoints: Sequence[str | os.PathLike], *,
@@ -123,7 +137,7 @@ class Detector:
 
     @classmethod
     def load(cls, checkpoints: Sequence[str | os.PathLike] = (),
-             device: torch.device | str = "auto", *, backend: str = "torch",
+             device: torch.device | str = "auto", *, backend: str = "auto",
              imagenet_weights: str | os.PathLike | None = None,
              proposals: str | os.PathLike | ProposalCache | None = None,
              precision: str = "auto", channels_last: bool | None = None,
@@ -141,10 +155,14 @@ class Detector:
         `inference_path_for(device, precision, channels_last, stacked, compile)`. Every value is
         checked before a checkpoint is read.
 
-        ``backend="onnxruntime"``: ``checkpoints`` is one file of tools/export.py, run by ONNX
-        Runtime on the CPU (float32, torch's thread count); proposals and post-processing as
-        the torch backend's, with the settings the file carries. ``batch_size`` None: the
-        device's (`proposals.devices.default_region_batch`: 256 on CUDA, 64 on the CPU).
+        ``backend``: what runs the networks. ``"torch"``: PyTorch. ``"onnxruntime"``: ONNX
+        Runtime on the CPU (float32, torch's thread count), over one file of tools/export.py,
+        or over the checkpoints exported once and cached (`detector.export_cache`); proposals
+        and post-processing are the torch backend's. ``"auto"`` (default): ONNX Runtime on a
+        CPU where it is installed and no torch-only choice (bf16, channels_last, stacked,
+        compile) is made (the fastest float32 path, BENCHMARKS.md), else PyTorch.
+        ``batch_size`` None: the device's (`proposals.devices.default_region_batch`: 256 on
+        CUDA, 64 on the CPU).
         """
         postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
         if batch_size is not None:
@@ -152,15 +170,23 @@ class Detector:
         check_backend(backend, checkpoints, device=device, precision=precision,
                       imagenet_weights=imagenet_weights, channels_last=channels_last,
                       stacked=stacked, compile=compile)
-        device = devices.pick_device("cpu" if backend == "onnxruntime" else device, "device")
+        exported = is_exported_file(checkpoints)
+        device = devices.pick_device("cpu" if exported or backend == "onnxruntime" else device,
+                                     "device")
         check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
                       compile=compile)
         path = inference_path_for(device, precision, channels_last, stacked, compile)
-        ensemble = (load_exported(checkpoints[0], torch.get_num_threads())
-                    if backend == "onnxruntime"
-                    else load_model(list(checkpoints), device, imagenet_weights))
+        if exported:
+            ensemble = load_exported(checkpoints[0], torch.get_num_threads())
+        else:
+            ensemble = load_model(list(checkpoints), device, imagenet_weights)
+        members = ensemble.members
+        if not exported and runs_on_onnxruntime(backend, device, precision, channels_last,
+                                                stacked, compile):
+            where = str(checkpoints[0]) if checkpoints else "the ImageNet model"
+            members = onnx_members(ensemble, where, required=backend == "onnxruntime") or members
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
-        return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
+        return cls(members, ensemble.spec, ensemble.classes, device, path=path,
                    cache=cache, proposer=proposer, postprocess=postprocess,
                    batch_size=devices.default_region_batch(device) if batch_size is None
                    else batch_size)

@@ -165,7 +165,7 @@ def parity(ensemble: Ensemble, model: bytes, pixels: Tensor, boxes: Tensor) -> f
     reference, ref_deltas = classify_regions(pixels, boxes, ensemble.members,
                                              input_size=spec.input_size,
                                              context_pad=spec.context_pad)
-    members = OnnxMembers(_session(model, torch.get_num_threads(), "the exported model"),
+    members = OnnxMembers(ort_session(model, torch.get_num_threads(), "the exported model"),
                           ensemble_info(ensemble))
     worst = 0.0
     for batch_size in (len(boxes), 1):
@@ -235,7 +235,7 @@ def load_exported(path: str | os.PathLike, threads: int) -> Ensemble:
     metadata. Read through the input door; a file that is not ONNX, or not exported by
     tools/export.py, is one DetectionError naming it."""
     data = read_bytes(path, "onnx", _FROM_EXPORT)
-    session = _session(data, threads, path)
+    session = ort_session(data, threads, path)
     meta = exported_metadata(session, path)
     info = MemberInfo(len(meta["classes"]), meta["background"], meta["box_regression"])
     spec = ModelSpec(len(meta["classes"]), meta["input_size"], meta["context_pad"],
@@ -244,7 +244,7 @@ def load_exported(path: str | os.PathLike, threads: int) -> Ensemble:
                     meta["proposals"]["method"], meta["proposals"]["params"])
 
 
-def _session(model: bytes, threads: int, where: str | os.PathLike):
+def ort_session(model: bytes, threads: int, where: str | os.PathLike):
     """An ONNX Runtime session of ``model`` on the CPU provider, ``threads`` intra-op threads
     (as torch's), one inter-op thread, every graph optimisation."""
     ort = _require("onnxruntime")
@@ -322,21 +322,30 @@ def _graph_problem(session, meta: dict) -> str | None:
     return None
 
 
+def is_exported_file(files: Sequence[str | os.PathLike]) -> bool:
+    """Whether ``files`` is one file of tools/export.py (named ``*.onnx``), not checkpoints."""
+    return len(files) == 1 and Path(files[0]).suffix.lower() == ".onnx"
+
+
 def check_backend(backend: str, files: Sequence[str | os.PathLike], *, device: object = "auto",
                   precision: str = "auto", imagenet_weights: object = None,
                   **torch_only: object) -> None:
-    """The choices ``backend`` refuses, named by flag and keyword, before any file is read:
-    onnxruntime runs one exported file on the CPU in float32, so no --imagenet-weights, no
-    CUDA device, no bf16, and none of the torch path's options (``torch_only``: channels_last,
-    stacked, compile) turned on."""
+    """The choices ``backend`` refuses, named by flag and keyword, before any file is read.
+    ONNX Runtime (``onnxruntime``, and ``auto`` given an ``.onnx`` file) runs float32 on the
+    CPU: no CUDA device, no bf16, none of the torch path's options (``torch_only``:
+    channels_last, stacked, compile) turned on; an exported file is the one --checkpoint."""
     if backend not in BACKENDS:
         raise DetectionError(f"--backend {backend} (backend={backend!r}): use one of "
                              f"{', '.join(BACKENDS)}")
-    if backend == "torch":
+    exported = any(Path(f).suffix.lower() == ".onnx" for f in files)
+    if backend == "torch" and exported:
+        raise DetectionError(f"--checkpoint {files[0]}: an ONNX file runs on ONNX Runtime; drop "
+                             "--backend torch (backend='torch')")
+    if backend == "torch" or (backend == "auto" and not exported):
         return
-    if len(files) != 1 or imagenet_weights is not None:
-        raise DetectionError("--backend onnxruntime runs one exported .onnx file: pass it as "
-                             "the one --checkpoint (made by tools/export.py)")
+    if exported and (len(files) != 1 or imagenet_weights is not None):
+        raise DetectionError("an exported .onnx file is a whole ensemble: pass it as the one "
+                             "--checkpoint, without other checkpoints or --imagenet-weights")
     if str(device) not in ("auto", "cpu"):
         raise DetectionError(f"--backend onnxruntime runs on the CPU, not --device {device}; "
                              "pass --device cpu (device='cpu')")

@@ -24,8 +24,9 @@ MAX_PER_IMAGE = 100
 # The networks' precision choices (--precision, precision=): auto = bf16 autocast on CUDA,
 # float32 on CPU (proposals.devices.default_autocast), with channels_last there.
 PRECISIONS = ("auto", "fp32", "bf16")
-# What runs the networks (--backend, backend=): PyTorch, or ONNX Runtime on an exported file.
-BACKENDS = ("torch", "onnxruntime")
+# What runs the networks (--backend, backend=): PyTorch, or ONNX Runtime (an exported file, or
+# the checkpoints exported once and cached); auto: ONNX Runtime on the CPU where it is installed.
+BACKENDS = ("auto", "torch", "onnxruntime")
 # What the detect command draws and prints (it writes every detection to detections.json).
 SHOW_THRESHOLD = 0.5
 

@@ -11,6 +11,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The session's own user cache (``XDG_CACHE_HOME``, inherited by the commands tests run):
+    the ONNX exports of `detector.export_cache` are made there, never in the user's home, and
+    each model the tests share is exported once a session."""
+    cache = tmp_path_factory.mktemp("xdg_cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: on a busy 2-core machine OpenMP threads wait on each other

@@ -177,16 +177,18 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, "
                         "cuda:N (default: auto)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch: the checkpoints in PyTorch; onnxruntime: one .onnx file of "
-                        "tools/export.py as the --checkpoint, run by ONNX Runtime on the CPU "
-                        "(the `onnx` extra; default: torch)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="torch: PyTorch; onnxruntime: ONNX Runtime on the CPU, over a .onnx "
+                        "file of tools/export.py or the checkpoints exported once and cached "
+                        "(~/.cache/googlenet-detection/onnx); auto: onnxruntime on a CPU where "
+                        "it is installed and none of --precision bf16, --channels-last, "
+                        "--stacked, --compile is given, else torch (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
                         "(bf16 on a CPU lost AP; see BENCHMARKS.md) (default: auto)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="run the networks in channels_last (NHWC) memory (default: on for the "
-                        "CPU, off on CUDA; see BENCHMARKS.md)")
+                   help="run the networks in PyTorch in channels_last (NHWC) memory (default: "
+                        "on for PyTorch on the CPU, off on CUDA; see BENCHMARKS.md)")
     p.add_argument("--stacked", action=argparse.BooleanOptionalAction,
                    help="run an ensemble's members as one vmapped call per batch (torch.func; "
                         "default: off)")

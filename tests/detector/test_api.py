@@ -162,8 +162,8 @@ def test_evaluate_model_is_the_test_command(data, tmp_path):
         cache.save(f"im{i}", np.array([RED, BLUE, (0, 0, 40, 40)], np.float32))
     assert run_test_command(["--gt", str(data / "voc"), "--checkpoint", str(data / "a.pt"),
                       "--proposals", str(tmp_path / "cache"), "--out", str(tmp_path / "t"),
-                      "--protocol", "voc", "--device", "cpu"]) == 0
-    detector = Detector.load([data / "a.pt"], device="cpu")
+                      "--protocol", "voc", "--device", "cpu", "--backend", "torch"]) == 0
+    detector = Detector.load([data / "a.pt"], device="cpu", backend="torch")
     dataset = load_dataset(data / "voc")
     ours = evaluate_model(detector.members, dataset, cache, detector.spec, torch.device("cpu"))
     assert ours.to_json() == json.loads((tmp_path / "t" / "evaluation.json").read_text())

@@ -48,7 +48,7 @@ def exported(tiny, tiny_run, tmp_path_factory):
 
 def test_the_exported_ensemble_detects_as_pytorch_fp32(tiny, exported):
     root, checkpoints = exported
-    torch_detector = Detector.load(checkpoints, device="cpu", precision="fp32")
+    torch_detector = Detector.load(checkpoints, device="cpu", backend="torch", precision="fp32")
     onnx_detector = Detector.load([root / "model.onnx"], backend="onnxruntime")
     assert onnx_detector.describe() == "2 network(s) on cpu: onnxruntime (fp32)"
     assert onnx_detector.classes == torch_detector.classes
@@ -149,12 +149,16 @@ def test_files_that_are_not_our_exports_are_one_error(exported, tmp_path):
     (dict(channels_last=True), "--channels-last"),
     (dict(stacked=True), "--stacked"),
     (dict(compile=True), "--compile"),
-    (dict(imagenet_weights="w.pth"), "one exported .onnx file"),
+    (dict(imagenet_weights="w.pth"), "whole ensemble"),
     (dict(backend="tensorrt"), "--backend tensorrt"),
 ])
 def test_impossible_choices_are_refused_before_any_file_is_read(tmp_path, choice, words):
     options = {"backend": "onnxruntime", **choice}
     with pytest.raises(DetectionError, match=words):
         Detector.load([tmp_path / "never_read.onnx"], **options)
-    with pytest.raises(DetectionError, match="one exported .onnx file"):
+    with pytest.raises(DetectionError, match="whole ensemble"):
         Detector.load([tmp_path / "a.onnx", tmp_path / "b.onnx"], backend="onnxruntime")
+    with pytest.raises(DetectionError, match="whole ensemble"):  # auto reads .onnx the same way
+        Detector.load([tmp_path / "a.onnx", tmp_path / "b.pt"])
+    with pytest.raises(DetectionError, match="drop --backend torch"):
+        Detector.load([tmp_path / "never_read.onnx"], backend="torch")

@@ -38,7 +38,8 @@ def test_export_then_detect_with_onnxruntime_equals_pytorch(tiny, tiny_run, tmp_
                             "--out", str(tmp_path / "ort"), "--device", "cpu"]) == 0
     assert "1 network(s) on cpu: onnxruntime (fp32)" in capsys.readouterr().out
     assert detect(images + ["--checkpoint", str(tiny_run / "last.pt"), "--precision", "fp32",
-                            "--out", str(tmp_path / "torch"), "--device", "cpu"]) == 0
+                            "--backend", "torch", "--out", str(tmp_path / "torch"),
+                            "--device", "cpu"]) == 0
     got = rows_by_image(tmp_path / "ort" / "detections.json")
     want = rows_by_image(tmp_path / "torch" / "detections.json")
     assert sorted(got) == sorted(want) == ["im0", "im1", "im2", "im3"]
@@ -75,10 +76,10 @@ def test_bad_inputs_are_one_error_line_before_any_export(tiny, tiny_run, tmp_pat
     assert export([str(tmp_path / "gone.pt"), "--out", str(tmp_path / "m.onnx"),
                    "--check-image", image]) == 2
     assert "gone.pt: checkpoint not found" in one_error(capsys)
-    # Detection with the onnxruntime backend: a checkpoint is not an exported file.
-    assert detect([image, "--checkpoint", ckpt, "--backend", "onnxruntime",
+    # An exported file is not a checkpoint for PyTorch.
+    assert detect([image, "--checkpoint", str(tmp_path / "m.onnx"), "--backend", "torch",
                    "--out", str(tmp_path / "d")]) == 2
-    assert "not an ONNX model ONNX Runtime can load" in one_error(capsys)
+    assert "drop --backend torch" in one_error(capsys)
     assert detect([image, "--checkpoint", ckpt, "--backend", "onnxruntime", "--precision",
                    "bf16", "--out", str(tmp_path / "d")]) == 2
     assert "drop --precision bf16" in one_error(capsys)

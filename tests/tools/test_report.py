@@ -231,7 +231,7 @@ def test_test_command_report(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setattr(detector.api, "classify_regions", oracle)
     out = tmp_path / "out"
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
-                 str(tmp_path / "cache"), "--out", str(out), "--report"]) == 0
+                 str(tmp_path / "cache"), "--out", str(out), "--report", "--backend", "torch"]) == 0
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert 0 < evaluation["mAP"] < 1
     check_page(out / "report", evaluation)

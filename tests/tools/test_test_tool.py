@@ -82,7 +82,8 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
 
     monkeypatch.setattr(detector.api, "classify_regions", oracle)
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
-                 str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "o")]) == 0
+                 str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "o"),
+                 "--backend", "torch"]) == 0
     result = json.loads((tmp_path / "o" / "evaluation.json").read_text())
     assert result["protocol"] == "voc07" and result["per_class"] == {"blue": 1.0, "red": 1.0}
     assert "voc07 mAP: 100.00" in capsys.readouterr().out

@@ -1,0 +1,169 @@
+"""detector.export_cache and backend="auto": on a CPU with ONNX Runtime installed, checkpoints run
+on ONNX Runtime (exported once, kept in the user's cache under a digest of the weights) and
+detect as PyTorch float32 does; a second load reads the cache; a damaged cache file is exported
+again; a cache that cannot be written, or an export that fails, never stops detection (auto
+falls back to PyTorch with a warning, an explicit --backend onnxruntime is one error); any
+torch-only choice keeps PyTorch."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="the `onnx` extra (onnxruntime) is not installed")
+pytest.importorskip("onnxscript", reason="the `onnx` extra (onnxscript) is not installed")
+
+from detector import Detector  # noqa: E402
+from detector import export_cache  # noqa: E402
+from detector.api import runs_on_onnxruntime  # noqa: E402
+from detector.pipeline import load_ensemble  # noqa: E402
+from eval.errors import DetectionError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def exports(folder) -> list:
+    return sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def first_load(tiny_run, tmp_path_factory):
+    """The tiny run's last.pt loaded with the defaults into an empty user cache, once a module
+    (the one real export here): (detector, cache folder, the exported bytes)."""
+    home = tmp_path_factory.mktemp("first_load")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(home))
+        detector = Detector.load([tiny_run / "last.pt"], device="cpu")
+    folder = home / "googlenet-detection" / "onnx"
+    (exported,) = exports(folder)
+    return detector, folder, exported.read_bytes()
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """A user cache of the test's own (``XDG_CACHE_HOME``), empty."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "googlenet-detection" / "onnx"
+
+
+@pytest.fixture
+def quick_export(first_load, monkeypatch):
+    """Exporting last.pt again gives `first_load`'s bytes at once (what torch's exporter gives
+    for the same weights and metadata), so the tests below exercise the cache, not the
+    exporter."""
+    calls = []
+
+    def export(ensemble, metadata):
+        calls.append(metadata["digest"])
+        return first_load[2]
+
+    monkeypatch.setattr(export_cache, "onnx_model", export)
+    return calls
+
+
+def test_auto_runs_checkpoints_on_onnxruntime_as_pytorch_fp32_detects(tiny, tiny_run, first_load,
+                                                                     monkeypatch):
+    checkpoint = tiny_run / "last.pt"
+    auto, folder, _ = first_load
+    assert auto.backend == "onnxruntime"
+    assert auto.describe() == "1 network(s) on cpu: onnxruntime (fp32)"
+    assert len(exports(folder)) == 1
+    reference = Detector.load([checkpoint], device="cpu", backend="torch", precision="fp32")
+    assert reference.backend == "torch"
+    found = 0
+    for i in range(4):
+        want, got = reference(tiny / f"im{i}.png"), auto(tiny / f"im{i}.png")
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4, rtol=0)
+        found += len(want.boxes)
+    assert found > 0
+    # The second load reads the cache: exporting again would fail here.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parents[1]))
+    monkeypatch.setattr(export_cache, "onnx_model", pytest.fail)
+    again = Detector.load([checkpoint], device="cpu")
+    assert again.backend == "onnxruntime" and len(exports(folder)) == 1
+    np.testing.assert_array_equal(again(tiny / "im1.png").scores, auto(tiny / "im1.png").scores)
+
+
+def test_the_digest_follows_the_weights(tiny_run):
+    ensemble = load_ensemble([tiny_run / "last.pt"], "cpu")
+    first = export_cache.model_digest(ensemble)
+    assert export_cache.model_digest(load_ensemble([tiny_run / "last.pt"], "cpu")) == first
+    with torch.no_grad():
+        next(ensemble.members[0].parameters()).view(-1)[0] += 1e-6
+    assert export_cache.model_digest(ensemble) != first
+    assert export_cache.model_digest(load_ensemble([tiny_run / "epoch_001.pt"], "cpu")) != first
+
+
+def test_a_damaged_cache_file_is_exported_again(tiny, tiny_run, first_load, cache_home,
+                                                quick_export):
+    assert Detector.load([tiny_run / "last.pt"], device="cpu").backend == "onnxruntime"
+    assert len(quick_export) == 1
+    (cached,) = exports(cache_home)
+    assert cached.read_bytes() == first_load[2]
+    cached.write_bytes(b"not onnx")
+    detector = Detector.load([tiny_run / "last.pt"], device="cpu")
+    assert detector.backend == "onnxruntime" and len(quick_export) == 2
+    assert cached.read_bytes() == first_load[2]
+    np.testing.assert_array_equal(detector(tiny / "im0.png").scores,
+                                  first_load[0](tiny / "im0.png").scores)
+
+
+def test_a_cache_that_cannot_be_written_still_runs_from_memory(tiny, tiny_run, tmp_path,
+                                                               monkeypatch, quick_export):
+    (tmp_path / "file").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    with pytest.warns(UserWarning, match="could not be kept"):
+        detector = Detector.load([tiny_run / "last.pt"], device="cpu")
+    assert detector.backend == "onnxruntime"
+    detector(tiny / "im0.png")
+
+
+def test_a_failed_export_falls_back_to_pytorch_or_is_one_error(tiny_run, cache_home,
+                                                               monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr(export_cache, "onnx_model", broken)
+    with pytest.warns(UserWarning, match="running on PyTorch.*the export failed"):
+        detector = Detector.load([tiny_run / "last.pt"], device="cpu")
+    assert detector.backend == "torch" and not exports(cache_home)
+    with pytest.raises(DetectionError, match="--backend onnxruntime: the export failed"):
+        Detector.load([tiny_run / "last.pt"], device="cpu", backend="onnxruntime")
+
+
+def test_an_export_that_disagrees_with_pytorch_is_not_used(tiny_run, cache_home, monkeypatch,
+                                                          quick_export):
+    monkeypatch.setattr(export_cache, "TOLERANCE", -1.0)  # no export can pass
+    with pytest.warns(UserWarning, match="differs from PyTorch's"):
+        detector = Detector.load([tiny_run / "last.pt"], device="cpu")
+    assert detector.backend == "torch" and not exports(cache_home)
+
+
+def test_torch_only_choices_and_other_devices_keep_pytorch(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runs_on_onnxruntime("auto", cpu)
+    assert runs_on_onnxruntime("auto", cpu, precision="fp32")
+    assert not runs_on_onnxruntime("auto", cuda)
+    assert not runs_on_onnxruntime("auto", cpu, precision="bf16")
+    assert not runs_on_onnxruntime("auto", cpu, channels_last=True)
+    assert not runs_on_onnxruntime("auto", cpu, channels_last=False)
+    assert not runs_on_onnxruntime("auto", cpu, stacked=False)
+    assert not runs_on_onnxruntime("auto", cpu, compile=True)
+    assert not runs_on_onnxruntime("torch", cpu)
+    assert runs_on_onnxruntime("onnxruntime", cpu)
+    monkeypatch.setattr("detector.api.runtime_available", lambda: False)
+    assert not runs_on_onnxruntime("auto", cpu)
+
+
+def test_without_onnxruntime_auto_is_pytorch_and_onnxruntime_says_what_to_install(
+        tiny_run, cache_home, monkeypatch):
+    monkeypatch.setattr("detector.api.runtime_available", lambda: False)
+    monkeypatch.setattr(export_cache, "runtime_available", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: PyTorch is simply the path
+        assert Detector.load([tiny_run / "last.pt"], device="cpu").backend == "torch"
+    with pytest.raises(DetectionError, match=r"\[onnx\]"):
+        Detector.load([tiny_run / "last.pt"], device="cpu", backend="onnxruntime")
+    assert not exports(cache_home)
