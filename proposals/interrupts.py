@@ -81,9 +81,9 @@ def raise_if_interrupted() -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """A signal under `stop_on_signals` raises only once the block is done: for steps that
-    must not be cut in half (starting a process: the child spawned, the parent not yet
-    holding it)."""
+    """A signal under `stop_on_signals` raises only once the (outermost) block is done: for
+    steps that must not be cut in half (starting a process: the child spawned, the parent not
+    yet holding it; building a DataLoader's iterator, which starts its workers)."""
     signals = _active[-1] if _active else None
     if signals is None:
         yield
@@ -93,4 +93,5 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         signals.deferred -= 1
-    raise_if_interrupted()
+    if not signals.deferred:  # nested: the outermost block raises
+        raise_if_interrupted()

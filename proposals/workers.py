@@ -326,10 +326,13 @@ class _Loader:
     def __iter__(self) -> Iterator:
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGCHLD) if main and self.context else None
-        batches = iter(self.loader)
-        if previous is not None:
-            signal.signal(signal.SIGCHLD, previous)
+        batches = None
         try:
+            # Cut in half by an interrupt, the iterator's __del__ raises ("_workers_status").
+            with deferred():
+                batches = iter(self.loader)
+                if previous is not None:
+                    signal.signal(signal.SIGCHLD, previous)
             while True:
                 raise_if_interrupted()
                 try:

@@ -116,6 +116,19 @@ def test_a_deferred_step_finishes_before_the_interrupt_is_raised():
     assert steps == ["finished"] and raised.value.signum == signal.SIGTERM
 
 
+def test_nested_deferred_steps_raise_once_the_outermost_is_done():
+    steps = []
+    with stop_on_signals(), pytest.raises(Interrupted):
+        with deferred():  # e.g. building a loader's iterator, which starts its workers
+            with deferred():  # one worker's start
+                signal.raise_signal(signal.SIGTERM)
+                for _ in range(10_000):
+                    pass
+            steps.append("the other workers started")
+        steps.append("never")
+    assert steps == ["the other workers started"]
+
+
 class Numbers:
     """A map-style dataset of 0..5 (no torch here: the workers import this module); item
     ``die_at`` kills the loader worker that reads it."""
@@ -158,6 +171,32 @@ def test_a_swallowed_interrupt_is_raised_again_at_the_next_batch():
             next(batches)
         with pytest.raises(Interrupted):
             raise_if_interrupted()
+
+
+def test_an_interrupt_while_the_loader_starts_its_workers_stops_it_whole(monkeypatch):
+    """A signal while the iterator starts its workers is raised once all have started:
+    never in the middle of torch's iterator, whose __del__ then fails ("Exception ignored
+    ... '_workers_status'", a flaky traceback of an interrupted training run)."""
+    import gc
+
+    from proposals import workers
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    start, started = workers._Process.start, []
+
+    def signalled_start(self):
+        started.append(self)
+        if len(started) == 2:
+            signal.raise_signal(signal.SIGTERM)  # arrives while the second worker starts
+        start(self)
+
+    monkeypatch.setattr(workers._Process, "start", signalled_start)
+    with stop_on_signals(), pytest.raises(Interrupted):
+        next(iter(data_loader(Numbers(), 2, batch_size=None)))
+    gc.collect()
+    assert [str(u.exc_value) for u in unraisable] == []
+    assert not multiprocessing.active_children()
 
 
 def write_images(folder: Path, count: int, size=(96, 128)) -> None:
