@@ -112,8 +112,9 @@ def timed_rounds(dets: dict[str, Detector], image: np.ndarray, boxes: np.ndarray
 
 
 def report(seconds: dict, members: int, regions: int, batch_sizes: list[int]) -> list[str]:
-    """Markdown rows: path, batch, regions/s (median), x fp32 eager (median of same-round
-    ratios), seconds per 1,000 proposals."""
+    """Markdown rows: path, batch, regions/s (median), images/s of the timed photo (its
+    ``regions`` proposals), x fp32 eager (median of same-round ratios), seconds per 1,000
+    proposals."""
     rows = []
     for batch in batch_sizes:
         fp32 = seconds[("fp32", batch)]
@@ -121,7 +122,8 @@ def report(seconds: dict, members: int, regions: int, batch_sizes: list[int]) ->
             times = seconds[(name, batch)]
             ratio = statistics.median(f / t for f, t in zip(fp32, times))
             rate = regions / statistics.median(times)
-            rows.append(f"| {members} | {name} | {batch} | {rate:.1f} | {ratio:.2f}x | "
+            rows.append(f"| {members} | {name} | {batch} | {rate:.1f} | "
+                        f"{1 / statistics.median(times):.3f} | {ratio:.2f}x | "
                         f"{1000 / rate:.1f} |")
     return rows
 
@@ -151,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     given = args.checkpoint or random_checkpoints(args.random_init, max(args.members), work)
     print(f"threads {torch.get_num_threads()}, native bf16: {native_bf16}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
-    print("| members | path | batch | regions/s | x fp32 eager | s per 1,000 proposals |")
-    print("|---|---|---|---|---|---|")
+    print("| members | path | batch | regions/s | images/s | x fp32 eager | "
+          "s per 1,000 proposals |")
+    print("|---|---|---|---|---|---|---|")
     notes = []
     for members in args.members:
         checkpoints = [given[i % len(given)] for i in range(members)]
@@ -162,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         photos = [(image, dets["fp32"].proposer(image)[:args.regions or None])
                   for image in (read_image(path) for path in args.image)]
         image, boxes = photos[0]
+        print(f"(timed photo: {args.image[0]}, {len(boxes)} proposals)", flush=True)
         seconds = timed_rounds(dets, image, boxes, args.batch_sizes, args.rounds)
         print("\n".join(report(seconds, members, len(boxes), args.batch_sizes)), flush=True)
         for name, (agree, worst) in parity(dets, photos).items():

@@ -31,8 +31,8 @@ import torch
 from proposals.checkpoint import ModelSpec
 from eval.datasets import read_image
 from detector.ensemble import InferencePath, default_path, prepare_members
-from detector.export import (OnnxMembers, check_backend, classify_exported, is_exported_file,
-                             load_exported)
+from detector.export import (OnnxMembers, backend_or_default, check_backend, classify_exported,
+                             is_exported_file, load_exported)
 from detector.export_cache import onnx_members, runtime_available
 from eval.errors import DetectionError
 from detector.pipeline import (DetectionResult, Ensemble, classify_regions, imagenet_ensemble,
@@ -137,7 +137,7 @@ class Detector:
 
     @classmethod
     def load(cls, checkpoints: Sequence[str | os.PathLike] = (),
-             device: torch.device | str = "auto", *, backend: str = "auto",
+             device: torch.device | str = "auto", *, backend: str | None = None,
              imagenet_weights: str | os.PathLike | None = None,
              proposals: str | os.PathLike | ProposalCache | None = None,
              precision: str = "auto", channels_last: bool | None = None,
@@ -158,15 +158,17 @@ class Detector:
         ``backend``: what runs the networks. ``"torch"``: PyTorch. ``"onnxruntime"``: ONNX
         Runtime on the CPU (float32, torch's thread count), over one file of tools/export.py,
         or over the checkpoints exported once and cached (`detector.export_cache`); proposals
-        and post-processing are the torch backend's. ``"auto"`` (default): ONNX Runtime on a
-        CPU where it is installed and no torch-only choice (bf16, channels_last, stacked,
-        compile) is made (the fastest float32 path, BENCHMARKS.md), else PyTorch.
+        and post-processing are the torch backend's. ``"auto"``: ONNX Runtime on a CPU where
+        it is installed and no torch-only choice (bf16, channels_last, stacked, compile) is
+        made (the fastest float32 path, BENCHMARKS.md), else PyTorch. None (default): the
+        ``GDET_BACKEND`` environment variable if set, else ``"auto"``.
         ``batch_size`` None: the device's (`proposals.devices.default_region_batch`: 256 on
         CUDA, 64 on the CPU).
         """
         postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
         if batch_size is not None:
             check_batch_size(batch_size)
+        backend = backend_or_default(backend)
         check_backend(backend, checkpoints, device=device, precision=precision,
                       imagenet_weights=imagenet_weights, channels_last=channels_last,
                       stacked=stacked, compile=compile)

@@ -49,6 +49,8 @@ METADATA_FORMAT = 1
 TOLERANCE = 1e-4
 # Regions of the check image compared (spread over its proposals, small to large).
 CHECK_REGIONS = 48
+# The environment variable that sets the default of --backend (backend=None).
+BACKEND_VARIABLE = "GDET_BACKEND"
 _EXTRA = "pip install 'googlenet-detection[onnx]' (or -e \".[onnx]\" in a clone)"
 _FROM_EXPORT = ("export the checkpoints with tools/export.py CKPT --format onnx --out FILE "
                 "--check-image PHOTO")
@@ -327,13 +329,27 @@ def is_exported_file(files: Sequence[str | os.PathLike]) -> bool:
     return len(files) == 1 and Path(files[0]).suffix.lower() == ".onnx"
 
 
-def check_backend(backend: str, files: Sequence[str | os.PathLike], *, device: object = "auto",
-                  precision: str = "auto", imagenet_weights: object = None,
-                  **torch_only: object) -> None:
-    """The choices ``backend`` refuses, named by flag and keyword, before any file is read.
-    ONNX Runtime (``onnxruntime``, and ``auto`` given an ``.onnx`` file) runs float32 on the
-    CPU: no CUDA device, no bf16, none of the torch path's options (``torch_only``:
-    channels_last, stacked, compile) turned on; an exported file is the one --checkpoint."""
+def backend_or_default(backend: str | None) -> str:
+    """``backend``, or where it is None the default: the `BACKEND_VARIABLE` environment
+    variable if set (e.g. ``torch`` on machines where exports are not wanted), else ``auto``."""
+    if backend is not None:
+        return backend
+    value = os.environ.get(BACKEND_VARIABLE, "").strip()
+    if value and value not in BACKENDS:
+        raise DetectionError(f"{BACKEND_VARIABLE}={value!r} (the default --backend): use one "
+                             f"of {', '.join(BACKENDS)}, or unset it")
+    return value or "auto"
+
+
+def check_backend(backend: str | None, files: Sequence[str | os.PathLike], *,
+                  device: object = "auto", precision: str = "auto",
+                  imagenet_weights: object = None, **torch_only: object) -> None:
+    """The choices ``backend`` (None: `backend_or_default`) refuses, named by flag and keyword,
+    before any file is read. ONNX Runtime (``onnxruntime``, and ``auto`` given an ``.onnx``
+    file) runs float32 on the CPU: no CUDA device, no bf16, none of the torch path's options
+    (``torch_only``: channels_last, stacked, compile) turned on; an exported file is the one
+    --checkpoint."""
+    backend = backend_or_default(backend)
     if backend not in BACKENDS:
         raise DetectionError(f"--backend {backend} (backend={backend!r}): use one of "
                              f"{', '.join(BACKENDS)}")

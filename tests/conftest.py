@@ -12,18 +12,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def user_cache(tmp_path_factory):
-    """The session's own user cache (``XDG_CACHE_HOME``, inherited by the commands tests run):
-    the ONNX exports of `detector.export_cache` are made there, never in the user's home, and
-    each model the tests share is exported once a session."""
+def user_cache_and_backend(tmp_path_factory):
+    """For the session, and the commands its tests run: a user cache of its own
+    (``XDG_CACHE_HOME``: an ONNX export is never written into the user's home), and PyTorch as
+    the default backend (``GDET_BACKEND=torch``): exporting each test's model for ONNX Runtime
+    would cost ~10 s a model. tests/detector/test_export_cache.py unsets it to test the real
+    default, ``auto``; the other ONNX tests ask for their backend by name."""
     cache = tmp_path_factory.mktemp("xdg_cache")
-    before = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(cache)
+    before = {name: os.environ.get(name) for name in ("XDG_CACHE_HOME", "GDET_BACKEND")}
+    os.environ.update(XDG_CACHE_HOME=str(cache), GDET_BACKEND="torch")
     yield cache
-    if before is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

@@ -177,12 +177,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, with bf16 autocast, else CPU), cpu, cuda, "
                         "cuda:N (default: auto)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=BACKENDS,
                    help="torch: PyTorch; onnxruntime: ONNX Runtime on the CPU, over a .onnx "
                         "file of tools/export.py or the checkpoints exported once and cached "
                         "(~/.cache/googlenet-detection/onnx); auto: onnxruntime on a CPU where "
                         "it is installed and none of --precision bf16, --channels-last, "
-                        "--stacked, --compile is given, else torch (default: auto)")
+                        "--stacked, --compile is given, else torch (default: $GDET_BACKEND if "
+                        "set, else auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the networks' precision: auto = bf16 autocast on CUDA, fp32 on CPU "
                         "(bf16 on a CPU lost AP; see BENCHMARKS.md) (default: auto)")

@@ -159,6 +159,6 @@ def test_impossible_choices_are_refused_before_any_file_is_read(tmp_path, choice
     with pytest.raises(DetectionError, match="whole ensemble"):
         Detector.load([tmp_path / "a.onnx", tmp_path / "b.onnx"], backend="onnxruntime")
     with pytest.raises(DetectionError, match="whole ensemble"):  # auto reads .onnx the same way
-        Detector.load([tmp_path / "a.onnx", tmp_path / "b.pt"])
+        Detector.load([tmp_path / "a.onnx", tmp_path / "b.pt"], backend="auto")
     with pytest.raises(DetectionError, match="drop --backend torch"):
         Detector.load([tmp_path / "never_read.onnx"], backend="torch")

@@ -19,7 +19,13 @@ from detector.api import runs_on_onnxruntime  # noqa: E402
 from detector.pipeline import load_ensemble  # noqa: E402
 from eval.errors import DetectionError  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "default_backend")
+
+
+@pytest.fixture
+def default_backend(monkeypatch):
+    """The real default backend (conftest.py sets GDET_BACKEND=torch for the other tests)."""
+    monkeypatch.delenv("GDET_BACKEND", raising=False)
 
 
 def exports(folder) -> list:
@@ -33,6 +39,7 @@ def first_load(tiny_run, tmp_path_factory):
     home = tmp_path_factory.mktemp("first_load")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(home))
+        patch.delenv("GDET_BACKEND", raising=False)
         detector = Detector.load([tiny_run / "last.pt"], device="cpu")
     folder = home / "googlenet-detection" / "onnx"
     (exported,) = exports(folder)
@@ -167,3 +174,22 @@ def test_without_onnxruntime_auto_is_pytorch_and_onnxruntime_says_what_to_instal
     with pytest.raises(DetectionError, match=r"\[onnx\]"):
         Detector.load([tiny_run / "last.pt"], device="cpu", backend="onnxruntime")
     assert not exports(cache_home)
+
+
+def test_the_detect_command_runs_on_onnxruntime_by_default(tiny, tiny_run, first_load, tmp_path,
+                                                          monkeypatch, capsys):
+    from detector.cli.detect import main as detect
+
+    _, folder, _ = first_load
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parents[1]))  # its export is there
+    monkeypatch.setattr(export_cache, "onnx_model", pytest.fail)
+    assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny_run / "last.pt"),
+                   "--out", str(tmp_path / "out")]) == 0
+    assert "1 network(s) on cpu: onnxruntime (fp32)" in capsys.readouterr().out
+    monkeypatch.setenv("GDET_BACKEND", "torch")  # the variable sets the default
+    assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny_run / "last.pt"),
+                   "--out", str(tmp_path / "out2")]) == 0
+    assert "1 network(s) on cpu: channels_last" in capsys.readouterr().out
+    monkeypatch.setenv("GDET_BACKEND", "tensorrt")
+    with pytest.raises(DetectionError, match="GDET_BACKEND='tensorrt'"):
+        Detector.load([tiny_run / "last.pt"], device="cpu")
