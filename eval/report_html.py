@@ -18,6 +18,8 @@ from pathlib import Path
 
 from eval import thumbnails
 from eval.analysis import KINDS, SIZES, Analysis, ClassErrors
+from eval.datasets.images import IMAGE_SUFFIXES
+from eval.errors import DetectionError
 from eval.outputs import Input, check_not_an_input, check_output_dir, write_atomic
 
 PAGE = "index.html"
@@ -48,11 +50,26 @@ dt{font-weight:600}dd{margin:0 0 6px 16px}
 
 def check_report_dir(path: str | os.PathLike, flag: str, inputs: list[Input]) -> Path:
     """The report folder, checked before any work (`eval.outputs.check_output_dir`): created
-    if missing, writable, and neither it nor its page or thumbnail folder one of ``inputs``."""
+    if missing, writable, neither it nor its page or thumbnail folder one of ``inputs``, and
+    not a folder of images (a data set's, named or found by the reader, such as a VOC root's
+    JPEGImages/: the report would be written among its images)."""
+    _check_not_an_image_folder(Path(path), flag)
     out = check_output_dir(path, flag, inputs)
     check_not_an_input(out / PAGE, flag, inputs)
     check_output_dir(out / thumbnails.FOLDER, flag, inputs)
     return out
+
+
+def _check_not_an_image_folder(folder: Path, flag: str) -> None:
+    try:
+        with os.scandir(folder) as entries:
+            image = min((e.name for e in entries if not e.is_dir()
+                         and Path(e.name).suffix.lower() in IMAGE_SUFFIXES), default=None)
+    except OSError:
+        return  # missing (it is made) or unreadable (check_output_dir names the problem)
+    if image is not None:
+        raise DetectionError(f"{flag} {folder}: holds images ({image!r}...), a data set's "
+                             "folder, not a report's; choose a new or empty folder")
 
 
 def write_report(analysis: Analysis, out_dir: str | os.PathLike,

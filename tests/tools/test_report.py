@@ -187,7 +187,10 @@ def test_report_folder_checked_before_the_work(tmp_path, capsys):
     # The images' folder, the ground truth's, and a report page that would be the --json file.
     assert evaluate_main(base + ["--images", str(voc / "JPEGImages"),
                                  "--report", str(voc / "JPEGImages")]) == 2
-    assert "is also an input" in capsys.readouterr().err
+    assert "holds images ('a.jpg'...), a data set's folder" in capsys.readouterr().err
+    # The VOC root's images, found by the reader, not named: the same.
+    assert evaluate_main(base + ["--report", str(voc / "JPEGImages")]) == 2
+    assert "holds images" in capsys.readouterr().err
     assert evaluate_main(base + ["--report", str(voc)]) == 2
     assert "is also an input" in capsys.readouterr().err
     assert evaluate_main(base + ["--json", str(tmp_path / "r" / "index.html"),
