@@ -17,21 +17,25 @@ from eval.errors import DetectionError
 from proposals.defaults import MULTIBOX_NMS, MULTIBOX_TOP
 
 # Selective search's diversification settings by name (`proposals.selective_search.MODES`
-# holds what each runs): R-CNN's "fast" and the paper's "quality".
-MODES = ("fast", "quality")
+# holds what each runs): R-CNN's "fast", the paper's "quality", and "coco" (7 hierarchies whose
+# boxes are chosen by an objectness score, `proposals.objectness`).
+MODES = ("fast", "quality", "coco")
 
 
 @dataclass(frozen=True)
 class SelectiveSearchConfig:
     """Selective search settings (plain values: `dataclasses.asdict` gives the cache's JSON).
 
-    ``mode``: "fast" (R-CNN) or "quality" (the paper's quality setting). ``superpixel_scale``
+    ``mode``: "fast" (R-CNN), "quality" (the paper's quality setting) or "coco" (boxes chosen
+    by objectness: at most 1290, non-maximum suppressed at IoU 0.7; its score was fitted at
+    superpixel_scale 1.0 and max_side 500, the coco preset's). ``superpixel_scale``
     multiplies the graph segmentation's k and minimum region size (2.0 = GoogLeNet, 1.0 =
     R-CNN). ``max_side``: segment a copy resized so that its longer side is at most this many
     pixels (None: full size; boxes are always returned in the original pixels).
     ``min_box_side``: drop boxes with a side shorter than this, in original pixels (capped at
     the image's own side, so tiny images keep their full-image box). ``max_boxes``: keep the
-    top-ranked N (None: all). ``seed``: the ranking's pseudo-random factor.
+    top-ranked N (None: all). ``seed``: the ranking's pseudo-random factor (the coco mode has
+    none: its score orders the boxes).
     """
 
     mode: str = "fast"  # one of MODES
@@ -78,12 +82,12 @@ PRESETS: dict[str, Preset] = {
                         "boxes (default)",
                         {"mode": "fast", "superpixel_scale": 2.0, "max_side": 500,
                          "min_box_side": 20.0, "max_boxes": None}),
-    # On coco128 (BENCHMARKS.md) it finds 47% of the small objects (under 32 x 32 px) at IoU
-    # 0.5, googlenet 14%, OpenCV's fast selective search 45% (at twice coco's CPU time, with
-    # 0.78x its boxes). A box under 4 px can only reach IoU 0.5 with an object under 8 px.
-    "coco": Preset("COCO-style photos, many small objects: R-CNN's superpixels, boxes "
-                   "down to 4 px",
-                   {"mode": "fast", "superpixel_scale": 1.0, "max_side": 500,
+    # Issue 18's goal against OpenCV's fast selective search on COCO photos: its recall at IoU
+    # 0.5 with at most 0.6x its boxes and 0.5x its CPU time (BENCHMARKS.md, coco128). A box
+    # under 4 px can only reach IoU 0.5 with an object under 8 px.
+    "coco": Preset("COCO-style photos, many small objects: R-CNN's superpixels plus a finer "
+                   "Lab segmentation, at most 1290 boxes chosen by objectness, down to 4 px",
+                   {"mode": "coco", "superpixel_scale": 1.0, "max_side": 500,
                     "min_box_side": 4.0, "max_boxes": None}),
 }
 DEFAULT_PRESET = "googlenet"  # SelectiveSearchConfig()'s own values
