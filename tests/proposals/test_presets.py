@@ -25,7 +25,7 @@ def test_each_preset_holds_its_documented_settings():
     assert PRESETS["googlenet"].settings == {"mode": "fast", "superpixel_scale": 2.0,
                                              "max_side": 500, "min_box_side": 20.0,
                                              "max_boxes": None}
-    assert PRESETS["coco"].settings == {"mode": "fast", "superpixel_scale": 1.0, "max_side": 500,
+    assert PRESETS["coco"].settings == {"mode": "coco", "superpixel_scale": 1.0, "max_side": 500,
                                         "min_box_side": 4.0, "max_boxes": None}
     for name, preset in PRESETS.items():
         # Every field but the seed, so that a preset alone decides the boxes.
