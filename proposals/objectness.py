@@ -156,9 +156,8 @@ def image_measures(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     magnitude = np.sqrt(gx * gx + gy * gy)  # not cv2.magnitude: its last bit varies with address
     edges = _integral(magnitude)
-    # Contrast-free: 1 = the image's average edge. The mean is read from the summed-area table,
-    # summed in one fixed order: numpy's float32 mean can change in its last bits with the
-    # array's address, and the boxes with it.
+    # Contrast-free: 1 = the image's average edge, read from the summed-area table (one fixed
+    # summation order, whatever SIMD path a reduction would take).
     edges /= edges[-1, -1] / magnitude.size + 1e-6
     canny = (cv2.Canny(rgb, *CANNY_THRESHOLDS) > 0).astype(np.float32)
     cannies = _integral(canny)
