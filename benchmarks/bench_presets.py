@@ -167,12 +167,17 @@ def goals(rows: list[Row], subset: str = "all") -> list[tuple[str, bool]]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_coco128_arguments(parser: argparse.ArgumentParser) -> None:
+    """--gt and --images, by default ../shared/data/coco128 (also fit_coco_objectness.py's)."""
     parser.add_argument("--gt", type=Path, default=COCO128 / "instances_train2017_128.json",
                         help="COCO instances JSON (default: ../shared/data/coco128's)")
     parser.add_argument("--images", type=Path, default=COCO128 / "images" / "train2017",
                         help="its image folder (default: coco128's)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_coco128_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)

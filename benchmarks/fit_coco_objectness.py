@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
@@ -34,7 +33,7 @@ from proposals.config import preset_config
 from proposals.objectness import FEATURES
 from proposals.selective_search import objectness_pool
 
-COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128"
+from bench_presets import add_coco128_arguments  # this folder: scripts run from it
 HIT_IOU = 0.5
 L2 = 1e-4
 
@@ -84,10 +83,7 @@ def constants(mean: np.ndarray, std: np.ndarray, weights: np.ndarray, bias: floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gt", type=Path, default=COCO128 / "instances_train2017_128.json",
-                        help="COCO instances JSON (default: ../shared/data/coco128's)")
-    parser.add_argument("--images", type=Path, default=COCO128 / "images" / "train2017",
-                        help="its image folder (default: coco128's)")
+    add_coco128_arguments(parser)
     args = parser.parse_args(argv)
 
     records = load_dataset(args.gt, images=args.images).images[0::2]
