@@ -168,10 +168,10 @@ class Detector:
         postprocess = PostProcess(score_threshold, nms_iou, max_per_image)
         if batch_size is not None:
             check_batch_size(batch_size)
-        backend = backend_or_default(backend)
         check_backend(backend, checkpoints, device=device, precision=precision,
                       imagenet_weights=imagenet_weights, channels_last=channels_last,
                       stacked=stacked, compile=compile)
+        backend = backend_or_default(backend)
         exported = is_exported_file(checkpoints)
         device = devices.pick_device("cpu" if exported or backend == "onnxruntime" else device,
                                      "device")

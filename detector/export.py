@@ -326,7 +326,11 @@ def _graph_problem(session, meta: dict) -> str | None:
 
 def is_exported_file(files: Sequence[str | os.PathLike]) -> bool:
     """Whether ``files`` is one file of tools/export.py (named ``*.onnx``), not checkpoints."""
-    return len(files) == 1 and Path(files[0]).suffix.lower() == ".onnx"
+    return len(files) == 1 and _is_onnx(files[0])
+
+
+def _is_onnx(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
 
 
 def backend_or_default(backend: str | None) -> str:
@@ -349,14 +353,15 @@ def check_backend(backend: str | None, files: Sequence[str | os.PathLike], *,
     file) runs float32 on the CPU: no CUDA device, no bf16, none of the torch path's options
     (``torch_only``: channels_last, stacked, compile) turned on; an exported file is the one
     --checkpoint."""
+    chosen_by = "--backend torch (backend='torch')" if backend else f"{BACKEND_VARIABLE}=torch"
     backend = backend_or_default(backend)
     if backend not in BACKENDS:
         raise DetectionError(f"--backend {backend} (backend={backend!r}): use one of "
                              f"{', '.join(BACKENDS)}")
-    exported = any(Path(f).suffix.lower() == ".onnx" for f in files)
+    exported = any(map(_is_onnx, files))
     if backend == "torch" and exported:
         raise DetectionError(f"--checkpoint {files[0]}: an ONNX file runs on ONNX Runtime; drop "
-                             "--backend torch (backend='torch')")
+                             f"{chosen_by} or pass --backend onnxruntime")
     if backend == "torch" or (backend == "auto" and not exported):
         return
     if exported and (len(files) != 1 or imagenet_weights is not None):

@@ -190,6 +190,8 @@ def test_the_detect_command_runs_on_onnxruntime_by_default(tiny, tiny_run, first
     assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny_run / "last.pt"),
                    "--out", str(tmp_path / "out2")]) == 0
     assert "1 network(s) on cpu: channels_last" in capsys.readouterr().out
+    with pytest.raises(DetectionError, match="drop GDET_BACKEND=torch or pass --backend onnx"):
+        Detector.load([tiny_run / "never_read.onnx"])  # the variable, not a flag, chose torch
     monkeypatch.setenv("GDET_BACKEND", "tensorrt")
     with pytest.raises(DetectionError, match="GDET_BACKEND='tensorrt'"):
         Detector.load([tiny_run / "last.pt"], device="cpu")
