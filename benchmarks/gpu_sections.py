@@ -325,8 +325,9 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
                 top1 = probs.argmax(1)
             else:
                 same[name] += int((probs.argmax(1) == top1).sum())
-            found = PostProcess()(boxes, probs, deltas, tuple(pixels.shape[1:]),
-                                  background=members[0].background)
+            found = PostProcess()(boxes.cpu().numpy(), probs.cpu().numpy(),
+                                  None if deltas is None else deltas.cpu().numpy(),
+                                  tuple(pixels.shape[1:]), background=members[0].background)
             results[name] += to_results(record.image_id, ids, *(t.cpu() for t in found))
     source = f"{len(checkpoints)} checkpoint(s)" if checkpoints else "random-init net"
     rows = [row("parity", f"top-1 same as fp32: {name}", 100 * count / total, "%",
