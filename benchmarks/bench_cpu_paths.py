@@ -32,8 +32,9 @@ import torch
 
 from detector.api import Detector
 from detector.classifier import build_classifier
-from detector.export import classify_exported, export_onnx
+from detector.export import export_onnx
 from detector.pipeline import classify_regions
+from detector.runtime import classify_exported
 from eval.datasets import read_image
 from proposals import devices
 from proposals.checkpoint import ModelSpec, save_checkpoint
@@ -70,11 +71,14 @@ def detectors(checkpoints: list[str], onnx: str, paths: list[str]) -> dict[str, 
 
 
 def probabilities(detector: Detector, pixels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """The detector's mean softmax over ``boxes``' regions, as its detection path computes it."""
-    classify = classify_exported if detector.backend == "onnxruntime" else classify_regions
-    probs, _ = classify(pixels, boxes, detector.members, input_size=detector.spec.input_size,
-                        context_pad=detector.spec.context_pad,
-                        batch_size=detector.batch_size, path=detector.path)
+    """The detector's mean softmax over ``boxes``' regions, as its detection path computes it
+    (ONNX Runtime's in numpy: warped and classified by ONNX Runtime)."""
+    sizes = dict(input_size=detector.spec.input_size, context_pad=detector.spec.context_pad,
+                 batch_size=detector.batch_size)
+    if detector.backend == "onnxruntime":
+        probs, _ = classify_exported(pixels.numpy(), boxes.numpy(), detector.members, **sizes)
+        return torch.from_numpy(probs)
+    probs, _ = classify_regions(pixels, boxes, detector.members, path=detector.path, **sizes)
     return probs
 
 

@@ -328,7 +328,7 @@ def parity(device: torch.device, sizes: Sizes, test: HeldOut, checkpoints: list[
             found = PostProcess()(boxes.cpu().numpy(), probs.cpu().numpy(),
                                   None if deltas is None else deltas.cpu().numpy(),
                                   tuple(pixels.shape[1:]), background=members[0].background)
-            results[name] += to_results(record.image_id, ids, *(t.cpu() for t in found))
+            results[name] += to_results(record.image_id, ids, *found)
     source = f"{len(checkpoints)} checkpoint(s)" if checkpoints else "random-init net"
     rows = [row("parity", f"top-1 same as fp32: {name}", 100 * count / total, "%",
                 detail=f"{total} regions, {source}, goal >= 99%") for name, count in same.items()]

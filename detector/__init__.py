@@ -15,7 +15,7 @@ from eval.lazy import lazy_attributes
 # The public face: name -> the module that defines it.
 _PUBLIC = {
     "Detector": "detector.api",
-    "DetectionResult": "detector.pipeline",
+    "DetectionResult": "detector.records",
     "PostProcess": "detector.postprocess",
     "train": "detector.training.loop",
     "load_train_config": "detector.training.config",

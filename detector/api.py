@@ -24,26 +24,28 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from proposals.checkpoint import ModelSpec
-from eval.datasets import read_image
-from detector.ensemble import InferencePath, default_path, prepare_members
-from detector.export import (OnnxMembers, backend_or_default, check_backend, classify_exported,
-                             is_exported_file, load_exported)
-from detector.export_cache import onnx_members, runtime_available
-from eval.errors import DetectionError
-from detector.pipeline import (DetectionResult, Ensemble, classify_regions, imagenet_ensemble,
-                               load_ensemble, proposals_for)
+from detector.export_cache import onnx_ensemble, runtime_available
 from detector.postprocess import PostProcess
 from detector.prefetch import prefetch_inputs
+from detector.records import DetectionResult, Ensemble, proposals_for
+from detector.runtime import (OnnxMembers, backend_or_default, check_backend, classify_exported,
+                              is_exported_file, load_exported, normalized_pixels)
+from eval.datasets import read_image
+from eval.errors import DetectionError
 from proposals import devices
 from proposals.cache import ProposalCache
 from proposals.combined import proposer_for
 from proposals.defaults import MAX_PER_IMAGE, NMS_IOU, REGION_BATCH, SCORE_THRESHOLD
-from proposals.networks import WeightsUnavailable, channels_first, normalize_image
+from proposals.spec import ModelSpec
+
+if TYPE_CHECKING:  # the torch backend's types; this module imports no torch (see the docstring)
+    import torch
+
+    from detector.ensemble import InferencePath
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 
@@ -55,6 +57,8 @@ def inference_path_for(device: torch.device, precision: str = "auto",
     autocast (auto: bf16 on CUDA, float32 on the CPU) and channels_last as given (None: on for
     the CPU, `proposals.devices.default_channels_last`), changed by the other choices (None:
     off)."""
+    from detector.ensemble import default_path
+
     if channels_last is None:
         channels_last = devices.default_channels_last(device)
     path = replace(default_path(device), autocast=devices.autocast_for(precision, device),
@@ -66,16 +70,18 @@ def inference_path_for(device: torch.device, precision: str = "auto",
     return path
 
 
-def runs_on_onnxruntime(backend: str, device: torch.device, precision: str = "auto",
+def runs_on_onnxruntime(backend: str, device: torch.device | str, precision: str = "auto",
                         channels_last: bool | None = None, stacked: bool | None = None,
                         compile: bool | None = None) -> bool:
     """Whether ``backend`` runs checkpoints on ONNX Runtime: asked for, or ``auto`` on a CPU
-    where the exporter and ONNX Runtime are installed and no torch-only choice is made."""
+    (``device`` cpu, or auto on a machine without a GPU) where the exporter and ONNX Runtime are
+    installed and no torch-only choice is made. Answered without importing torch where the
+    machine has no GPU driver (`proposals.devices.resolves_to_cpu`)."""
     if backend != "auto":
         return backend == "onnxruntime"
     torch_only = precision not in ("auto", "fp32") or any(
         choice is not None for choice in (channels_last, stacked, compile))
-    return device.type == "cpu" and not torch_only and runtime_available()
+    return not torch_only and runtime_available() and devices.resolves_to_cpu(device)
 
 
 def check_choices(checkpoints: Sequence[str | os.PathLike], *,
@@ -107,7 +113,7 @@ class Detector:
 
     Args:
         members: classifiers in eval mode on ``device`` that agree on classes and warp, or an
-            exported ensemble in ONNX Runtime (`detector.export.OnnxMembers`, on the CPU).
+            exported ensemble in ONNX Runtime (`detector.runtime.OnnxMembers`, on the CPU).
         spec: their `ModelSpec` (input size, context padding).
         classes: label ``i`` is ``classes[i - 1]``.
         device: where the members are; images go there.
@@ -120,18 +126,24 @@ class Detector:
         batch_size: regions warped and classified at once (bounds memory).
     """
 
-    def __init__(self, members: Sequence[torch.nn.Module], spec: ModelSpec,
+    def __init__(self, members: Sequence[torch.nn.Module] | OnnxMembers, spec: ModelSpec,
                  classes: Sequence[str], device: torch.device | str, *,
                  path: InferencePath | None = None, cache: ProposalCache | None = None,
                  proposer: Proposer | None = None, postprocess: PostProcess = PostProcess(),
                  batch_size: int = REGION_BATCH) -> None:
         check_batch_size(batch_size)
-        self.device = torch.device(device)
-        self.path = path or default_path(self.device)
         self.spec, self.classes = spec, tuple(classes)
         self.backend = "onnxruntime" if isinstance(members, OnnxMembers) else "torch"
-        self.members = (members if self.backend == "onnxruntime"
-                        else prepare_members(list(members), self.path))
+        if self.backend == "onnxruntime":  # numpy and ONNX Runtime only: no torch
+            self.device, self.path, self.members = "cpu", None, members
+        else:
+            import torch
+
+            from detector.ensemble import default_path, prepare_members
+
+            self.device = torch.device(device)
+            self.path = path or default_path(self.device)
+            self.members = prepare_members(list(members), self.path)
         self.cache, self.proposer = cache, proposer
         self.postprocess, self.batch_size = postprocess, batch_size
 
@@ -156,12 +168,14 @@ class Detector:
         checked before a checkpoint is read.
 
         ``backend``: what runs the networks. ``"torch"``: PyTorch. ``"onnxruntime"``: ONNX
-        Runtime on the CPU (float32, torch's thread count), over one file of tools/export.py,
-        or over the checkpoints exported once and cached (`detector.export_cache`); proposals
-        and post-processing are the torch backend's. ``"auto"``: ONNX Runtime on a CPU where
-        it is installed and no torch-only choice (bf16, channels_last, stacked, compile) is
-        made (the fastest float32 path, BENCHMARKS.md), else PyTorch. None (default): the
-        ``GDET_BACKEND`` environment variable if set, else ``"auto"``.
+        Runtime on the CPU (float32, `detector.runtime.default_threads`), over one file of
+        tools/export.py, or over the checkpoints exported once and cached
+        (`detector.export_cache`); proposals and post-processing are the torch backend's, and
+        ONNX Runtime warps the regions bit-identically. ``"auto"``: ONNX Runtime on a CPU
+        where it is installed and no torch-only choice (bf16, channels_last, stacked, compile)
+        is made (the fastest float32 path, BENCHMARKS.md), else PyTorch. None (default): the
+        ``GDET_BACKEND`` environment variable if set, else ``"auto"``. A cached export (and an
+        exported file) loads and detects without importing torch.
         ``batch_size`` None: the device's (`proposals.devices.default_region_batch`: 256 on
         CUDA, 64 on the CPU).
         """
@@ -173,25 +187,28 @@ class Detector:
                       stacked=stacked, compile=compile)
         backend = backend_or_default(backend)
         exported = is_exported_file(checkpoints)
-        device = devices.pick_device("cpu" if exported or backend == "onnxruntime" else device,
-                                     "device")
         check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
                       compile=compile)
-        path = inference_path_for(device, precision, channels_last, stacked, compile)
         if exported:
-            ensemble = load_exported(checkpoints[0], torch.get_num_threads())
+            ensemble = load_exported(checkpoints[0])
+        elif runs_on_onnxruntime(backend, device, precision, channels_last, stacked, compile):
+            ensemble = onnx_ensemble(
+                checkpoints, imagenet_weights, required=backend == "onnxruntime",
+                load=lambda: load_model(list(checkpoints), "cpu", imagenet_weights))
         else:
+            device = devices.pick_device(device, "device")
             ensemble = load_model(list(checkpoints), device, imagenet_weights)
-        members = ensemble.members
-        if not exported and runs_on_onnxruntime(backend, device, precision, channels_last,
-                                                stacked, compile):
-            where = str(checkpoints[0]) if checkpoints else "the ImageNet model"
-            members = onnx_members(ensemble, where, required=backend == "onnxruntime") or members
+        path = None
+        if not isinstance(ensemble.members, OnnxMembers):  # PyTorch (perhaps a fallback)
+            device = devices.pick_device("cpu" if exported or backend == "onnxruntime"
+                                         else device, "device")
+            path = inference_path_for(device, precision, channels_last, stacked, compile)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
-        return cls(members, ensemble.spec, ensemble.classes, device, path=path,
-                   cache=cache, proposer=proposer, postprocess=postprocess,
-                   batch_size=devices.default_region_batch(device) if batch_size is None
-                   else batch_size)
+        return cls(ensemble.members, ensemble.spec, ensemble.classes, "cpu" if path is None
+                   else device, path=path, cache=cache, proposer=proposer,
+                   postprocess=postprocess,
+                   batch_size=devices.default_region_batch(device if path else "cpu")
+                   if batch_size is None else batch_size)
 
     def __call__(self, image: str | os.PathLike | np.ndarray | torch.Tensor,
                  proposals: np.ndarray | torch.Tensor | None = None, *,
@@ -212,22 +229,50 @@ class Detector:
                                       proposer=self.proposer)
         return self._detect(image, proposals, image_id, path)
 
-    @torch.inference_mode()
     def _detect(self, image: np.ndarray | torch.Tensor, proposals: np.ndarray | torch.Tensor,
                 image_id: int | str | None, path: str | None) -> DetectionResult:
         """The detection path on one image and its proposals: warp every proposal with its
         context, classify it with every member, average their softmax, per-class NMS, top-k."""
-        # Copied to the device as uint8 (4x less than float); ImageNet mean = 0 = warp fill.
-        pixels = normalize_image(channels_first(image).to(self.device))
-        boxes = torch.as_tensor(proposals, dtype=torch.float32).to(self.device)
-        classify = classify_exported if self.backend == "onnxruntime" else classify_regions
-        probs, deltas = classify(
-            pixels, boxes, self.members, input_size=self.spec.input_size,
-            context_pad=self.spec.context_pad, batch_size=self.batch_size, path=self.path)
-        boxes, scores, labels = self.postprocess(boxes, probs, deltas, tuple(pixels.shape[1:]),
+        classify = self._classify_onnx if self.backend == "onnxruntime" else self._classify_torch
+        boxes, probs, deltas, size = classify(image, proposals)
+        boxes, scores, labels = self.postprocess(boxes, probs, deltas, size,
                                                  background=self.members[0].background)
-        return DetectionResult(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy(),
-                               image_id, path, len(proposals))
+        return DetectionResult(boxes, scores, labels, image_id, path, len(proposals))
+
+    def _classify_onnx(self, image: np.ndarray | torch.Tensor,
+                       proposals: np.ndarray | torch.Tensor) -> tuple:
+        """(boxes, mean softmax, mean deltas, (height, width)) by ONNX Runtime, in numpy."""
+        if not isinstance(image, np.ndarray):  # a uint8 Tensor [3, H, W], as the torch path takes
+            if getattr(image, "ndim", None) != 3 or image.shape[0] != 3:
+                raise DetectionError(f"image tensor has shape {tuple(image.shape)}; expected "
+                                     "[3, H, W] RGB (permute an [H, W, 3] tensor with "
+                                     ".permute(2, 0, 1))")
+            image = image.detach().cpu().permute(1, 2, 0).numpy()
+        pixels = normalized_pixels(image)
+        boxes = _numpy(proposals).astype(np.float32, copy=False)
+        probs, deltas = classify_exported(
+            pixels, boxes, self.members, input_size=self.spec.input_size,
+            context_pad=self.spec.context_pad, batch_size=self.batch_size)
+        return boxes, probs, deltas, pixels.shape[1:]
+
+    def _classify_torch(self, image: np.ndarray | torch.Tensor,
+                        proposals: np.ndarray | torch.Tensor) -> tuple:
+        """(boxes, mean softmax, mean deltas, (height, width)) by the PyTorch members on the
+        device, brought back as numpy for the post-processing."""
+        import torch
+
+        from detector.pipeline import classify_regions
+        from proposals.networks import channels_first, normalize_image
+
+        with torch.inference_mode():
+            # Copied to the device as uint8 (4x less than float); ImageNet mean = 0 = warp fill.
+            pixels = normalize_image(channels_first(image).to(self.device))
+            boxes = torch.as_tensor(proposals, dtype=torch.float32).to(self.device)
+            probs, deltas = classify_regions(
+                pixels, boxes, self.members, input_size=self.spec.input_size,
+                context_pad=self.spec.context_pad, batch_size=self.batch_size, path=self.path)
+        return (boxes.cpu().numpy(), probs.cpu().numpy(),
+                None if deltas is None else deltas.cpu().numpy(), tuple(pixels.shape[1:]))
 
     def detect_many(self, items: Iterable[str | os.PathLike | tuple[int | str, str]], *,
                     workers: int = 0, cache: ProposalCache | None = None,
@@ -255,9 +300,12 @@ class Detector:
         return f"{len(self.members)} network(s) on {self.device}: {how}"
 
 
-def load_model(checkpoints: list[str | os.PathLike], device: torch.device,
+def load_model(checkpoints: list[str | os.PathLike], device: torch.device | str,
                imagenet_weights: str | os.PathLike | None = None) -> Ensemble:
-    """The checkpoints' ensemble, or without any, torchvision's ImageNet GoogLeNet."""
+    """The checkpoints' PyTorch ensemble, or without any, torchvision's ImageNet GoogLeNet."""
+    from detector.pipeline import imagenet_ensemble, load_ensemble
+    from proposals.networks import WeightsUnavailable
+
     if checkpoints:
         return load_ensemble(checkpoints, device)
     try:
@@ -271,6 +319,11 @@ def load_model(checkpoints: list[str | os.PathLike], device: torch.device,
                     "(imagenet_weights=), or drop it to download the weights")
         raise WeightsUnavailable(f"{e}; {ways}; or detect with a model of your own: "
                                  "--checkpoint CKPT (README, 'Offline')") from None
+
+
+def _numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """An array, or a tensor's values as one (copied from its device)."""
+    return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
 
 
 def proposal_source(proposals: str | os.PathLike | ProposalCache | None, ensemble: Ensemble,

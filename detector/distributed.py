@@ -5,7 +5,7 @@ LOCAL_RANK set. Each rank takes every N-th image (``items[rank::N]``), detects i
 device (GPU LOCAL_RANK, or the CPU), and rank 0 gathers every rank's results and puts them back
 in the single-process order, so what it writes is what one process would have written.
 Backend: nccl when the ranks run on CUDA, gloo on CPU. Without torchrun (no WORLD_SIZE) every
-function here is the single-process identity.
+function here is the single-process identity, and imports no torch.
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from contextlib import closing
 from dataclasses import replace
 from typing import TypeVar
 
-import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from detector.api import DetectionResult, Detector
@@ -37,6 +35,8 @@ def gather_in_order(indexed: list[tuple[int, T]]) -> list[T] | None:
     rank, size = world()
     if size == 1:
         return [value for _, value in sorted(indexed, key=lambda pair: pair[0])]
+    import torch.distributed as dist  # more than one rank: torchrun, and torch, are there
+
     gathered: list[list[tuple[int, T]]] = [[] for _ in range(size)]
     # all_gather_object works on gloo and nccl alike (gather_object needs nccl >= 2.7 tricks).
     dist.all_gather_object(gathered, indexed)

@@ -5,17 +5,20 @@ Both go through `detector.Detector`, the one detection path.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from tqdm import tqdm
 
 from detector.api import DetectionResult, Detector
-from proposals.checkpoint import ModelSpec
+from proposals.spec import ModelSpec
 from eval.datasets import Dataset, ImageRecord
 from eval.detections import to_results
 from eval.evaluate import evaluate_results
 from eval.results import EvalResult
 from proposals.cache import ProposalCache
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["detect_records", "evaluate_model", "results_of", "failed_records"]
 

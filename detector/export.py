@@ -1,5 +1,6 @@
-"""An ensemble exported to ONNX (`export_onnx`), and an exported file run by ONNX Runtime
-(`load_exported`, what ``Detector.load(..., backend="onnxruntime")`` runs).
+"""An ensemble exported to ONNX (`export_onnx`, with torch); running an exported file is
+`detector.runtime`'s (`load_exported`, what ``Detector.load(..., backend="onnxruntime")`` runs,
+without torch).
 
     tools/export.py runs/a/last.pt runs/b/last.pt --out model.onnx --check-image photo.jpg
     Detector.load(["model.onnx"], backend="onnxruntime")
@@ -10,7 +11,9 @@ float32 ``[B, 3, S, S]`` (B free) as `detector.regions.warp_regions` gives them,
 and, when a member regresses boxes, ``deltas`` float32 ``[B, K, 4]``, their mean. The input is
 float, not uint8: warping interpolates normalised pixels, so a region is not whole numbers and
 rounding it to bytes would change the scores. Proposals, warping and post-processing stay
-outside the graph; the file's ``metadata_props[METADATA_KEY]`` (JSON) holds what they need:
+outside the graph (ONNX Runtime warps with its RoiAlign, bit-identical to torchvision's
+roi_align: `detector.onnx_warp`); the file's ``metadata_props[METADATA_KEY]`` (JSON) holds what
+they need:
 classes, input size, context padding, normalisation and the proposal settings.
 
 An export is checked before it is written: ONNX Runtime's softmax on real warped regions of a
@@ -23,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,29 +33,20 @@ import torch
 from torch import Tensor, nn
 
 from detector.pipeline import Ensemble, classify_regions, imagenet_ensemble, load_ensemble
-from detector.regions import iter_warped_regions
+from detector.runtime import (METADATA_FORMAT, METADATA_KEY, MemberInfo, OnnxMembers,
+                              classify_exported, ort_session, require)
 from eval.datasets import read_image
 from eval.errors import DetectionError
-from eval.inputs import is_number, parse_json, read_bytes, shown
 from eval.outputs import check_output_file, write_atomic
-from proposals.checkpoint import ModelSpec
 from proposals.combined import SELECTIVE_SEARCH, proposer_for
-from proposals.defaults import BACKENDS, MIN_INPUT_SIZE, REGION_BATCH
-from proposals.networks import IMAGENET_MEAN, IMAGENET_STD, channels_first, normalize_image
+from proposals.defaults import IMAGENET_MEAN, IMAGENET_STD
+from proposals.networks import channels_first, normalize_image
 
-# The metadata entry that marks a file as ours; its JSON layout's version.
-METADATA_KEY = "googlenet_detection"
-METADATA_FORMAT = 1
 # Largest |ONNX Runtime - PyTorch| of a softmax an export may show; float32 reorderings of
 # GoogLeNet's sums stay near 1e-6.
 TOLERANCE = 1e-4
 # Regions of the check image compared (spread over its proposals, small to large).
 CHECK_REGIONS = 48
-# The environment variable that sets the default of --backend (backend=None).
-BACKEND_VARIABLE = "GDET_BACKEND"
-_EXTRA = "pip install 'googlenet-detection[onnx]' (or -e \".[onnx]\" in a clone)"
-_FROM_EXPORT = ("export the checkpoints with tools/export.py CKPT --format onnx --out FILE "
-                "--check-image PHOTO")
 
 
 class MeanEnsemble(nn.Module):
@@ -85,7 +78,7 @@ def export_onnx(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike
     out = check_output_file(out, "--out", [*checkpoints, ("--imagenet-weights", imagenet_weights),
                                            ("--check-image", check_image)])
     for module in ("onnxscript", "onnxruntime"):  # the exporter's and the check's
-        _require(module)
+        require(module)
     if not checkpoints and imagenet_weights is None:
         raise DetectionError("nothing to export: pass checkpoints, or --imagenet-weights FILE "
                              "for the ImageNet GoogLeNet")
@@ -162,229 +155,27 @@ def onnx_model(ensemble: Ensemble, metadata: dict) -> bytes:
 
 def parity(ensemble: Ensemble, model: bytes, pixels: Tensor, boxes: Tensor) -> float:
     """Largest |ONNX Runtime - PyTorch float32| of the softmax (and the deltas) over
-    ``boxes``' regions, run as one batch and as batches of 1 (the batch axis is free)."""
+    ``boxes``' regions, run as one batch and as batches of 1 (the batch axis is free); ONNX
+    Runtime warps the regions too, as detection runs it (`detector.runtime.classify_exported`)."""
     spec = ensemble.spec
     reference, ref_deltas = classify_regions(pixels, boxes, ensemble.members,
                                              input_size=spec.input_size,
                                              context_pad=spec.context_pad)
     members = OnnxMembers(ort_session(model, torch.get_num_threads(), "the exported model"),
-                          ensemble_info(ensemble))
+                          ensemble_info(ensemble), threads=torch.get_num_threads())
     worst = 0.0
     for batch_size in (len(boxes), 1):
-        probs, deltas = classify_exported(pixels, boxes, members, input_size=spec.input_size,
+        probs, deltas = classify_exported(pixels.numpy(), boxes.numpy(), members,
+                                          input_size=spec.input_size,
                                           context_pad=spec.context_pad, batch_size=batch_size)
-        worst = max(worst, float((probs - reference).abs().max()))
+        worst = max(worst, float(np.abs(probs - reference.numpy()).max()))
         if ref_deltas is not None:
-            worst = max(worst, float((deltas - ref_deltas).abs().max()))
+            worst = max(worst, float(np.abs(deltas - ref_deltas.numpy()).max()))
     return worst
 
 
-@dataclass(frozen=True)
-class MemberInfo:
-    """What the detection path reads of a member (``members[0].background``)."""
-
-    num_classes: int
-    background: bool
-    box_regression: bool
-
-
 def ensemble_info(ensemble: Ensemble) -> MemberInfo:
+    """What the detection path reads of a PyTorch ensemble's members (`MemberInfo`)."""
     first = ensemble.members[0]
     return MemberInfo(first.num_classes, bool(first.background),
                       any(m.bbox_pred is not None for m in ensemble.members))
-
-
-class OnnxMembers(Sequence[MemberInfo]):
-    """An exported ensemble in an ONNX Runtime session on the CPU. ``members(regions)`` gives
-    the mean softmax and deltas (`classify_exported` runs it); it is still a sequence of its
-    members' descriptions, so code that reads ``members[0].background`` works unchanged."""
-
-    def __init__(self, session, info: MemberInfo, count: int = 1) -> None:
-        self.session, self.info, self.count = session, info, count
-
-    def __call__(self, regions: Tensor) -> tuple[Tensor, Tensor | None]:
-        outputs = self.session.run(None, {"regions": regions.float().contiguous().numpy()})
-        deltas = torch.from_numpy(outputs[1]) if len(outputs) > 1 else None
-        return torch.from_numpy(outputs[0]), deltas
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return ([self.info] * self.count)[index]
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def classify_exported(pixels: Tensor, boxes: Tensor, members: OnnxMembers, *, input_size: int,
-                      context_pad: int, batch_size: int = REGION_BATCH,
-                      path: object = None) -> tuple[Tensor, Tensor | None]:
-    """`classify_regions` for an exported ensemble: the same warped regions, classified by
-    ONNX Runtime (``path`` is ignored: the graph runs in float32)."""
-    probs, deltas = [], []
-    for regions in iter_warped_regions(pixels.cpu(), boxes.cpu(), input_size, context_pad,
-                                       batch_size):
-        batch_probs, batch_deltas = members(regions)
-        probs.append(batch_probs)
-        deltas.append(batch_deltas)
-    if not probs:
-        width = members.info.num_classes + int(members.info.background)
-        return pixels.new_zeros((0, width)), None
-    return torch.cat(probs), torch.cat(deltas) if deltas[0] is not None else None
-
-
-def load_exported(path: str | os.PathLike, threads: int) -> Ensemble:
-    """An exported file as an `Ensemble` whose members are an `OnnxMembers` (ONNX Runtime on
-    the CPU, ``threads`` intra-op threads), with the classes, spec and proposal settings of its
-    metadata. Read through the input door; a file that is not ONNX, or not exported by
-    tools/export.py, is one DetectionError naming it."""
-    data = read_bytes(path, "onnx", _FROM_EXPORT)
-    session = ort_session(data, threads, path)
-    meta = exported_metadata(session, path)
-    info = MemberInfo(len(meta["classes"]), meta["background"], meta["box_regression"])
-    spec = ModelSpec(len(meta["classes"]), meta["input_size"], meta["context_pad"],
-                     meta["box_regression"])
-    return Ensemble(OnnxMembers(session, info, meta["members"]), tuple(meta["classes"]), spec,
-                    meta["proposals"]["method"], meta["proposals"]["params"])
-
-
-def ort_session(model: bytes, threads: int, where: str | os.PathLike):
-    """An ONNX Runtime session of ``model`` on the CPU provider, ``threads`` intra-op threads
-    (as torch's), one inter-op thread, every graph optimisation."""
-    ort = _require("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: its warnings are not the user's to act on
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ONNX Runtime raises its own types for files it cannot read
-        reason = " ".join(str(e).split())[:200]
-        raise DetectionError(f"{where}: not an ONNX model ONNX Runtime can load ({reason}); "
-                             f"{_FROM_EXPORT}") from None
-
-
-def exported_metadata(session, where: str | os.PathLike) -> dict:
-    """The file's `METADATA_KEY` record, checked field by field and against the graph's input
-    and outputs; missing: the file was not exported by tools/export.py."""
-    found = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in found:
-        raise DetectionError(f"{where}: not exported by tools/export.py (no '{METADATA_KEY}' "
-                             f"metadata: its classes, input size and proposals are unknown); "
-                             f"{_FROM_EXPORT}")
-    meta = parse_json(found[METADATA_KEY], f"{where} (metadata '{METADATA_KEY}')", _FROM_EXPORT)
-    problem = _metadata_problem(meta) or _graph_problem(session, meta)
-    if problem:
-        raise DetectionError(f"{where}: malformed '{METADATA_KEY}' metadata ({problem}); "
-                             f"{_FROM_EXPORT}")
-    return meta
-
-
-def _metadata_problem(meta: object) -> str | None:
-    """What is wrong with a metadata record, or None."""
-    if not isinstance(meta, dict):
-        return f"{shown(meta)} is not an object"
-    if meta.get("format") != METADATA_FORMAT:
-        return f"format {shown(meta.get('format'))}, this toolkit reads {METADATA_FORMAT}"
-    classes, size, pad = meta.get("classes"), meta.get("input_size"), meta.get("context_pad")
-    if not isinstance(classes, list) or not classes or not all(type(c) is str for c in classes):
-        return f"classes {shown(classes)} is not a list of names"
-    for name, low in (("input_size", MIN_INPUT_SIZE), ("context_pad", 0), ("members", 1)):
-        value = meta.get(name)
-        if type(value) is not int or not low <= value <= 4096:
-            return f"{name} {shown(value)} is not an integer in {low}..4096"
-    if size <= 2 * pad:
-        return f"context_pad {pad} leaves no room in input_size {size}"
-    for name in ("background", "box_regression"):
-        if type(meta.get(name)) is not bool:
-            return f"{name} {shown(meta.get(name))} is not true or false"
-    norm = meta.get("normalization")
-    if not isinstance(norm, dict) or [norm.get("mean"), norm.get("std")] != [
-            list(IMAGENET_MEAN), list(IMAGENET_STD)] or not is_number(norm.get("scale")):
-        return f"normalization {shown(norm)} is not this toolkit's ImageNet mean and std"
-    proposals = meta.get("proposals")
-    if (not isinstance(proposals, dict) or not isinstance(proposals.get("method"), str)
-            or not isinstance(proposals.get("params"), dict)):
-        return f"proposals {shown(proposals)} is not a method name with its params"
-    return None
-
-
-def _graph_problem(session, meta: dict) -> str | None:
-    """Whether the graph's input and outputs are what the metadata says."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    size = meta["input_size"]
-    if len(inputs) != 1 or inputs[0].name != "regions" or list(inputs[0].shape[1:]) != [
-            3, size, size]:
-        got = [(i.name, i.shape) for i in inputs]
-        return f"the graph's inputs {shown(got)} are not regions [B, 3, {size}, {size}]"
-    wanted = ["probs", "deltas"] if meta["box_regression"] else ["probs"]
-    width = len(meta["classes"]) + int(meta["background"])
-    if [o.name for o in outputs] != wanted or outputs[0].shape[1:] != [width]:
-        got = [(o.name, o.shape) for o in outputs]
-        return f"the graph's outputs {shown(got)} are not {wanted} with {width} columns"
-    return None
-
-
-def is_exported_file(files: Sequence[str | os.PathLike]) -> bool:
-    """Whether ``files`` is one file of tools/export.py (named ``*.onnx``), not checkpoints."""
-    return len(files) == 1 and _is_onnx(files[0])
-
-
-def _is_onnx(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
-
-
-def backend_or_default(backend: str | None) -> str:
-    """``backend``, or where it is None the default: the `BACKEND_VARIABLE` environment
-    variable if set (e.g. ``torch`` on machines where exports are not wanted), else ``auto``."""
-    if backend is not None:
-        return backend
-    value = os.environ.get(BACKEND_VARIABLE, "").strip()
-    if value and value not in BACKENDS:
-        raise DetectionError(f"{BACKEND_VARIABLE}={value!r} (the default --backend): use one "
-                             f"of {', '.join(BACKENDS)}, or unset it")
-    return value or "auto"
-
-
-def check_backend(backend: str | None, files: Sequence[str | os.PathLike], *,
-                  device: object = "auto", precision: str = "auto",
-                  imagenet_weights: object = None, **torch_only: object) -> None:
-    """The choices ``backend`` (None: `backend_or_default`) refuses, named by flag and keyword,
-    before any file is read. ONNX Runtime (``onnxruntime``, and ``auto`` given an ``.onnx``
-    file) runs float32 on the CPU: no CUDA device, no bf16, none of the torch path's options
-    (``torch_only``: channels_last, stacked, compile) turned on; an exported file is the one
-    --checkpoint."""
-    chosen_by = "--backend torch (backend='torch')" if backend else f"{BACKEND_VARIABLE}=torch"
-    backend = backend_or_default(backend)
-    if backend not in BACKENDS:
-        raise DetectionError(f"--backend {backend} (backend={backend!r}): use one of "
-                             f"{', '.join(BACKENDS)}")
-    exported = any(map(_is_onnx, files))
-    if backend == "torch" and exported:
-        raise DetectionError(f"--checkpoint {files[0]}: an ONNX file runs on ONNX Runtime; drop "
-                             f"{chosen_by} or pass --backend onnxruntime")
-    if backend == "torch" or (backend == "auto" and not exported):
-        return
-    if exported and (len(files) != 1 or imagenet_weights is not None):
-        raise DetectionError("an exported .onnx file is a whole ensemble: pass it as the one "
-                             "--checkpoint, without other checkpoints or --imagenet-weights")
-    if str(device) not in ("auto", "cpu"):
-        raise DetectionError(f"--backend onnxruntime runs on the CPU, not --device {device}; "
-                             "pass --device cpu (device='cpu')")
-    if precision not in ("auto", "fp32"):
-        raise DetectionError(f"--backend onnxruntime runs the exported float32 graph; drop "
-                             f"--precision {precision} (precision=)")
-    chosen = [name for name, value in torch_only.items() if value]
-    if chosen:
-        raise DetectionError(f"--{chosen[0].replace('_', '-')} ({chosen[0]}=) applies to the "
-                             "torch backend only; drop it with --backend onnxruntime")
-
-
-def _require(module: str):
-    """``module`` imported, or one DetectionError naming the extra that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError:
-        raise DetectionError(f"this needs {module}, which the `onnx` extra installs: "
-                             f"{_EXTRA}") from None

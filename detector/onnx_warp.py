@@ -33,7 +33,8 @@ IR_VERSION = 8
 INPUTS = ("image", "rois", "batch_indices")
 OUTPUT = "regions"
 
-_ONNX_EXTRA = "pip install 'googlenet-detection[onnx]' (or -e \".[onnx]\" in a clone)"
+# How to install ONNX Runtime (and the exporter): the `onnx` extra.
+ONNX_EXTRA = "pip install 'googlenet-detection[onnx]' (or -e \".[onnx]\" in a clone)"
 
 
 def context_boxes(boxes: np.ndarray, output_size: int = INPUT_SIZE,
@@ -70,7 +71,7 @@ class Warper:
         if threads < 1:
             raise DetectionError(f"threads is {threads}; it must be at least 1")
         self.output_size, self.context_pad, self.threads = output_size, context_pad, threads
-        self.session = _session(warp_model(output_size), threads)
+        self.session = cpu_session(warp_model(output_size), threads)
 
     def __call__(self, pixels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Crop every box (context-padded) out of ``pixels`` and resize it to ``S x S``.
@@ -142,14 +143,16 @@ def warp_model(output_size: int) -> bytes:
     )
 
 
-def _session(model: bytes, threads: int):
+def cpu_session(model: bytes, threads: int):
     """An ONNX Runtime session of ``model`` on the CPU provider, ``threads`` intra-op threads,
-    one inter-op thread, every graph optimisation (as `detector.export.ort_session`)."""
+    one inter-op thread, every graph optimisation: the toolkit's one session setup (the warp's,
+    and the classifiers' through `detector.runtime.ort_session`). ONNX Runtime's own errors
+    for a model it cannot load pass through."""
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
         raise DetectionError(f"warping regions on ONNX Runtime needs onnxruntime, which the "
-                             f"`onnx` extra installs: {_ONNX_EXTRA}") from None
+                             f"`onnx` extra installs: {ONNX_EXTRA}") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -1,4 +1,4 @@
-"""`detector.pipeline.load_input` over many images, read and proposed ahead in CPU workers.
+"""`detector.records.load_input` over many images, read and proposed ahead in CPU workers.
 
 Selective search costs about 0.5 s of CPU per image; a GPU classifies an image's proposals in a
 fraction of that. `prefetch_inputs` keeps ``ahead`` images in flight in a pool of ``workers``
@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 
 from eval.errors import DetectionError
-from detector.pipeline import DetectionResult, load_input
+from detector.records import DetectionResult, load_input
 from proposals.cache import ProposalCache
 from proposals.workers import imap
 

@@ -32,14 +32,14 @@ import os
 import pickle
 import zipfile
 from collections import Counter, OrderedDict
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from eval.errors import DetectionError
-from proposals.defaults import CONTEXT_PAD, INPUT_SIZE
+from proposals.spec import ModelSpec  # what a checkpoint's "model" records
 from eval.inputs import open_input, shown
 from eval.outputs import write_atomic
 
@@ -50,16 +50,6 @@ READABLE_FORMATS = (1, 2)
 # Marks a value stored in plain form (`to_plain`); the key cannot come from a config or a
 # state dict of ours, whose keys are identifiers.
 _TYPE_KEY = "__checkpoint_type__"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a network was built with: classes 1..K plus background, input size, context padding."""
-
-    num_classes: int
-    input_size: int = INPUT_SIZE
-    context_pad: int = CONTEXT_PAD
-    box_regression: bool = False
 
 
 def save_checkpoint(path: str | os.PathLike, *, classes: list[str], spec: ModelSpec,

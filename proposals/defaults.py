@@ -3,6 +3,10 @@ dataclasses and the commands' flags all import them from here (as detectron2's
 ``config/defaults.py``). Torch-free, so ``--help`` shows them without the `detect` extra.
 """
 
+# torchvision's ImageNet normalisation (RGB, on [0, 1] pixels), the one GoogLeNet's weights use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # Regions: GoogLeNet's input side, and R-CNN's 16 px of context around each warped proposal.
 INPUT_SIZE = 224
 CONTEXT_PAD = 16

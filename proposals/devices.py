@@ -5,21 +5,30 @@ and the process group, and picks mixed precision.
 without torchrun every function here is the single-process identity (rank 0 of 1, no group).
 Every command, `detector.Detector.load`, training and proposal extraction go through these.
 Backend: NCCL when the ranks run on CUDA, gloo on CPU.
+
+torch is imported by the functions that need it, not by this module: `world` and
+`resolves_to_cpu` answer without it, so that a detector over ONNX Runtime on a machine with no
+GPU never pays torch's start-up (2-4 s; BENCHMARKS.md, "The main command end to end").
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
 import os
-
-import torch
-import torch.distributed as dist
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eval.errors import DetectionError
 from proposals.defaults import PRECISIONS, REGION_BATCH, REGION_BATCH_CPU
 
 # What ``--device`` (and ``Detector.load(device=)``) takes, as the error message lists it.
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+# What a Linux machine on which torch can see a GPU has: NVIDIA's driver, WSL's GPU, ROCm's.
+GPU_DEVICE_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+if TYPE_CHECKING:
+    import torch
 
 
 
@@ -47,6 +56,8 @@ def pick_device(name: str | torch.device = "auto", what: str = "--device") -> to
     """``auto`` -> CUDA when present, else CPU; ``cuda`` -> this process's GPU (torchrun's
     LOCAL_RANK); ``cuda:N`` that GPU; ``cpu``. Anything else, or CUDA without a GPU, is one
     error naming ``what`` (the flag or argument the value came from)."""
+    import torch
+
     name = str(name)
     if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:")
                                                      and name[5:].isdigit()):
@@ -66,7 +77,7 @@ def pick_device(name: str | torch.device = "auto", what: str = "--device") -> to
     return device
 
 
-def join_process_group(device: torch.device | None = None, required: bool = True) -> bool:
+def join_process_group(device: torch.device | str | None = None, required: bool = True) -> bool:
     """Join torchrun's process group (once) when there is more than one rank: NCCL for CUDA
     ranks, gloo otherwise (``device`` None: gloo, for CPU-only work such as proposals).
 
@@ -74,20 +85,25 @@ def join_process_group(device: torch.device | None = None, required: bool = True
     MASTER_ADDR) cannot meet: an error when the work needs the others (``required``), else
     each rank works alone on its share. Returns whether this process is in a group.
     """
-    if world()[1] == 1 or dist.is_initialized():
-        return dist.is_initialized()
+    if world()[1] == 1 or _group_joined():
+        return _group_joined()
+    import torch.distributed as dist
+
     if "MASTER_ADDR" not in os.environ:
         if required:
             raise DetectionError(f"WORLD_SIZE={world()[1]} but no MASTER_ADDR: start the ranks "
                                  "with torchrun (which sets both), or unset WORLD_SIZE")
         return False
-    dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device is not None and _device_type(device) == "cuda"
+                            else "gloo")
     return True
 
 
 def leave_process_group() -> None:
     """Leave the process group, if this process joined one."""
-    if dist.is_initialized():
+    if _group_joined():
+        import torch.distributed as dist
+
         dist.destroy_process_group()
 
 
@@ -96,8 +112,43 @@ def barrier(timeout: datetime.timedelta | None = None) -> None:
     group's, torch's 30 minutes). Work whose ranks may end hours apart (a resumed proposal run
     whose rank 0 has nothing left, machines of unequal speed) passes a longer one: past it,
     gloo raises on the waiting rank and torchrun kills the others mid-work."""
-    if dist.is_initialized():
+    if _group_joined():
+        import torch.distributed as dist
+
         dist.barrier(timeout=timeout)
+
+
+def _group_joined() -> bool:
+    """Whether this process is in a process group (none without torch.distributed loaded)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
+
+
+def resolves_to_cpu(name: "str | torch.device") -> bool:
+    """Whether `pick_device` would give the CPU for ``name``, answered without importing torch
+    where that is certain: ``cpu``, or ``auto`` on a machine with no GPU (`gpu_possible`).
+    Anything else (a CUDA name, or a value `pick_device` refuses) is False."""
+    name = str(name)
+    if name == "cpu":
+        return True
+    return name == "auto" and (not gpu_possible() or pick_device(name).type == "cpu")
+
+
+def cpu_or_device(name: "str | torch.device", what: str = "--device") -> "str | torch.device":
+    """``"cpu"`` where `resolves_to_cpu` tells it without torch, else `pick_device(name, what)`
+    (its errors name ``what``): what the commands pass to `detector.Detector.load`."""
+    return "cpu" if resolves_to_cpu(name) else pick_device(name, what)
+
+
+def gpu_possible() -> bool:
+    """False where torch certainly sees no CUDA device: macOS (no CUDA build of torch runs
+    there), or Linux without a GPU driver's device files (`GPU_DEVICE_FILES`). True otherwise:
+    then only torch can tell."""
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path(f).exists() for f in GPU_DEVICE_FILES)
+    return True
 
 
 def cpu_has_native_bf16() -> bool:
@@ -105,6 +156,8 @@ def cpu_has_native_bf16() -> bool:
     autocast is faster than float32; elsewhere oneDNN emulates it, slower than float32.
     (torch.cpu's checks; a torch without them answers False.) Even there ``--precision auto``
     stays float32 on the CPU: bf16 cost 2.4 points of AP on the raccoon test (BENCHMARKS.md)."""
+    import torch
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -112,6 +165,8 @@ def cpu_has_native_bf16() -> bool:
 def default_autocast(device: torch.device) -> torch.dtype | None:
     """The mixed precision the tools use on ``device``: bf16 autocast on CUDA (tensor cores;
     BENCHMARKS.md), float32 (None) on CPU, even one with native bf16 (`cpu_has_native_bf16`)."""
+    import torch
+
     return torch.bfloat16 if torch.device(device).type == "cuda" else None
 
 
@@ -119,17 +174,24 @@ def default_channels_last(device: torch.device) -> bool:
     """Whether detection's networks run in channels_last (NHWC) memory unless told otherwise:
     on the CPU, oneDNN's own layout (1.4-1.9x float32 NCHW, the same results up to rounding:
     BENCHMARKS.md); not on CUDA, until benchmarks/gpu.py measures it there."""
-    return torch.device(device).type == "cpu"
+    return _device_type(device) == "cpu"
 
 
 def default_region_batch(device: torch.device) -> int:
     """Regions classified at once unless told otherwise: `REGION_BATCH` on CUDA,
     `REGION_BATCH_CPU` on the CPU."""
-    return REGION_BATCH if torch.device(device).type == "cuda" else REGION_BATCH_CPU
+    return REGION_BATCH if _device_type(device) == "cuda" else REGION_BATCH_CPU
+
+
+def _device_type(device: "torch.device | str") -> str:
+    """``cpu`` or ``cuda`` of a device or its name (``cuda:1`` -> ``cuda``), without torch."""
+    return str(device).split(":")[0]
 
 
 def autocast_for(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype that ``precision`` (one of `PRECISIONS`) means on ``device``."""
+    import torch
+
     if precision not in PRECISIONS:
         raise DetectionError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -140,6 +202,8 @@ def autocast_for(precision: str, device: torch.device) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """A context running the networks in ``dtype`` autocast on ``device``; None = float32
     (a context that changes nothing). Box arithmetic stays outside it, in float32."""
+    import torch
+
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)

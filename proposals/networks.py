@@ -17,7 +17,7 @@ from torchvision.models import GoogLeNet, GoogLeNet_Weights, googlenet
 
 from eval.errors import DetectionError
 from proposals.checkpoint import check_format, read_torch_file
-from proposals.defaults import MIN_INPUT_SIZE
+from proposals.defaults import IMAGENET_MEAN, IMAGENET_STD, MIN_INPUT_SIZE
 
 FEATURES = 1024  # GoogLeNet's pooled feature size (inception5b channels)
 
@@ -31,10 +31,6 @@ class WeightsUnavailable(DetectionError):
 # Keys of torchvision GoogLeNet state dicts that a region classifier does not use: the auxiliary
 # classifiers (only for ImageNet training) and, unless kept as the 1,000-class head, ``fc``.
 AUX_PREFIXES = ("aux1.", "aux2.")
-
-# torchvision's ImageNet normalisation (RGB, on [0, 1] pixels), the one GoogLeNet's weights use.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_image(image: Tensor | np.ndarray) -> Tensor:

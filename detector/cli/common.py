@@ -219,7 +219,7 @@ def check_inference_arguments(args: argparse.Namespace) -> None:
     from detector.api import check_batch_size
     from detector.postprocess import PostProcess
 
-    from detector.export import check_backend
+    from detector.runtime import check_backend
 
     PostProcess(args.score_threshold, args.nms_iou, args.max_per_image)
     if args.batch_size is not None:

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from detector.api import Detector
     from detector.drawing import draw
     from detector.evaluation import results_of
-    from detector.pipeline import DetectionResult
+    from detector.records import DetectionResult
     from eval.outputs import write_atomic
     from tqdm import tqdm
 
@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(out / RESULTS_NAME, "--out", sources)
     finished = finished_images(out) if args.resume else {}
     todo = [item for item in items if item[0] not in finished]
-    device = devices.pick_device(args.device)
-    devices.join_process_group(device)
+    device = devices.cpu_or_device(args.device)  # the CPU needs no torch: ONNX Runtime's path
     detector = Detector.load(args.checkpoint, device, imagenet_weights=args.imagenet_weights,
                              proposals=args.proposals, **inference_options(args))
+    devices.join_process_group(detector.device)  # under torchrun: gloo, or NCCL on CUDA
     if detector.cache is not None:
         check_cache_holds(detector.cache, [image_id for image_id, _ in items], args.proposals)
     rank = devices.world()[0]

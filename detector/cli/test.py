@@ -97,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
                    blacklist=args.blacklist, split=args.split)
     evaluate = functools.partial(evaluate_files, args.gt, **options)
     evaluate([])  # ground truth with nothing to evaluate is refused now, not after detection
-    device = devices.pick_device(args.device)
-    devices.join_process_group(device)
+    device = devices.cpu_or_device(args.device)  # the CPU needs no torch: ONNX Runtime's path
     detector = Detector.load(args.checkpoint, device, proposals=args.proposals,
                              **inference_options(args))
+    devices.join_process_group(detector.device)  # under torchrun: gloo, or NCCL on CUDA
     category_ids = dataset_category_ids(detector.classes, dataset, args.checkpoint[0])
     skipped = failed_records(dataset.images, detector.cache)
     skipped_ids = {r.image_id for r in skipped}

@@ -17,8 +17,8 @@ import onnx  # noqa: E402  (installed with onnxscript)
 from detector import Detector  # noqa: E402
 from detector import export as export_module  # noqa: E402
 from detector.classifier import build_classifier  # noqa: E402
-from detector.export import (METADATA_KEY, classify_exported, export_onnx,  # noqa: E402
-                             load_exported, parity)
+from detector.export import export_onnx, parity  # noqa: E402
+from detector.runtime import METADATA_KEY, classify_exported, load_exported  # noqa: E402
 from detector.pipeline import load_ensemble  # noqa: E402
 from eval.errors import DetectionError  # noqa: E402
 from proposals.checkpoint import ModelSpec, load_checkpoint, save_checkpoint  # noqa: E402
@@ -110,7 +110,8 @@ def test_an_export_that_disagrees_is_not_written(tiny, tiny_run, tmp_path, monke
 def test_no_proposals_classify_to_nothing(exported):
     root, _ = exported
     members = load_exported(root / "model.onnx", 1).members
-    probs, deltas = classify_exported(torch.zeros(3, 20, 20), torch.zeros(0, 4), members,
+    probs, deltas = classify_exported(np.zeros((3, 20, 20), np.float32),
+                                      np.zeros((0, 4), np.float32), members,
                                       input_size=32, context_pad=2)
     assert probs.shape == (0, 3) and deltas is None
 

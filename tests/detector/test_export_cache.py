@@ -1,9 +1,13 @@
 """detector.export_cache and backend="auto": on a CPU with ONNX Runtime installed, checkpoints run
-on ONNX Runtime (exported once, kept in the user's cache under a digest of the weights) and
-detect as PyTorch float32 does; a second load reads the cache; a damaged cache file is exported
+on ONNX Runtime (exported once, kept in the user's cache under a digest of the checkpoint
+files) and detect as PyTorch float32 does; a second load reads the cache without importing
+torch; a damaged cache file is exported
 again; a cache that cannot be written, or an export that fails, never stops detection (auto
 falls back to PyTorch with a warning, an explicit --backend onnxruntime is one error); any
 torch-only choice keeps PyTorch."""
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -14,9 +18,9 @@ pytest.importorskip("onnxruntime", reason="the `onnx` extra (onnxruntime) is not
 pytest.importorskip("onnxscript", reason="the `onnx` extra (onnxscript) is not installed")
 
 from detector import Detector  # noqa: E402
+from detector import export as export_module  # noqa: E402
 from detector import export_cache  # noqa: E402
 from detector.api import runs_on_onnxruntime  # noqa: E402
-from detector.pipeline import load_ensemble  # noqa: E402
 from eval.errors import DetectionError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "default_backend")
@@ -64,7 +68,7 @@ def quick_export(first_load, monkeypatch):
         calls.append(metadata["digest"])
         return first_load[2]
 
-    monkeypatch.setattr(export_cache, "onnx_model", export)
+    monkeypatch.setattr(export_module, "onnx_model", export)
     return calls
 
 
@@ -87,20 +91,49 @@ def test_auto_runs_checkpoints_on_onnxruntime_as_pytorch_fp32_detects(tiny, tiny
     assert found > 0
     # The second load reads the cache: exporting again would fail here.
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parents[1]))
-    monkeypatch.setattr(export_cache, "onnx_model", pytest.fail)
+    monkeypatch.setattr(export_module, "onnx_model", pytest.fail)
     again = Detector.load([checkpoint], device="cpu")
     assert again.backend == "onnxruntime" and len(exports(folder)) == 1
     np.testing.assert_array_equal(again(tiny / "im1.png").scores, auto(tiny / "im1.png").scores)
 
 
-def test_the_digest_follows_the_weights(tiny_run):
-    ensemble = load_ensemble([tiny_run / "last.pt"], "cpu")
-    first = export_cache.model_digest(ensemble)
-    assert export_cache.model_digest(load_ensemble([tiny_run / "last.pt"], "cpu")) == first
-    with torch.no_grad():
-        next(ensemble.members[0].parameters()).view(-1)[0] += 1e-6
-    assert export_cache.model_digest(ensemble) != first
-    assert export_cache.model_digest(load_ensemble([tiny_run / "epoch_001.pt"], "cpu")) != first
+def test_the_key_follows_the_checkpoint_files_and_the_software(tiny_run, tmp_path, monkeypatch):
+    first = export_cache.source_digest([tiny_run / "last.pt"])
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes((tiny_run / "last.pt").read_bytes())
+    assert export_cache.source_digest([copy]) == first  # the bytes, not the name
+    changed = bytearray(copy.read_bytes())
+    changed[-100] ^= 1
+    copy.write_bytes(bytes(changed))
+    assert export_cache.source_digest([copy]) != first
+    assert export_cache.source_digest([tiny_run / "epoch_001.pt"]) != first
+    assert export_cache.source_digest([tiny_run / "last.pt"] * 2) != first
+    assert export_cache.source_digest([]) != export_cache.source_digest([], tiny_run / "last.pt")
+    monkeypatch.setattr(export_cache, "_version", lambda name: "0.0" + name)
+    assert export_cache.source_digest([tiny_run / "last.pt"]) != first
+    with pytest.raises(DetectionError, match="missing.pt"):
+        export_cache.source_digest([tmp_path / "missing.pt"])
+
+
+def test_a_cached_export_loads_and_detects_without_torch(tiny, tiny_run, first_load):
+    """The point of keying on the files: in a fresh process, the load and the detection of a
+    cached model import no torch (2-4 s of every command's start here)."""
+    _, folder, _ = first_load
+    script = ("import sys\n"
+              "from detector import Detector\n"
+              f"d = Detector.load([{str(tiny_run / 'last.pt')!r}])\n"
+              f"r = d({str(tiny / 'im0.png')!r})\n"
+              "assert d.backend == 'onnxruntime', d.backend\n"
+              "print(len(r.boxes), sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('torch', 'torchvision')))\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(folder.parents[1])}
+    env.pop("GDET_BACKEND", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, modules = done.stdout.split(" ", 1)
+    assert modules.strip() == "[]"
+    assert int(count) == len(first_load[0](tiny / "im0.png").boxes)
 
 
 def test_a_damaged_cache_file_is_exported_again(tiny, tiny_run, first_load, cache_home,
@@ -132,7 +165,7 @@ def test_a_failed_export_falls_back_to_pytorch_or_is_one_error(tiny_run, cache_h
     def broken(*args, **kwargs):
         raise RuntimeError("an operator the exporter does not know")
 
-    monkeypatch.setattr(export_cache, "onnx_model", broken)
+    monkeypatch.setattr(export_module, "onnx_model", broken)
     with pytest.warns(UserWarning, match="running on PyTorch.*the export failed"):
         detector = Detector.load([tiny_run / "last.pt"], device="cpu")
     assert detector.backend == "torch" and not exports(cache_home)
@@ -142,7 +175,7 @@ def test_a_failed_export_falls_back_to_pytorch_or_is_one_error(tiny_run, cache_h
 
 def test_an_export_that_disagrees_with_pytorch_is_not_used(tiny_run, cache_home, monkeypatch,
                                                           quick_export):
-    monkeypatch.setattr(export_cache, "TOLERANCE", -1.0)  # no export can pass
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # no export can pass
     with pytest.warns(UserWarning, match="differs from PyTorch's"):
         detector = Detector.load([tiny_run / "last.pt"], device="cpu")
     assert detector.backend == "torch" and not exports(cache_home)
@@ -182,7 +215,7 @@ def test_the_detect_command_runs_on_onnxruntime_by_default(tiny, tiny_run, first
 
     _, folder, _ = first_load
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parents[1]))  # its export is there
-    monkeypatch.setattr(export_cache, "onnx_model", pytest.fail)
+    monkeypatch.setattr(export_module, "onnx_model", pytest.fail)
     assert detect([str(tiny / "im0.png"), "--checkpoint", str(tiny_run / "last.pt"),
                    "--out", str(tmp_path / "out")]) == 0
     assert "1 network(s) on cpu: onnxruntime (fp32)" in capsys.readouterr().out

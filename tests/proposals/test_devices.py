@@ -61,9 +61,11 @@ def test_barrier_waits_as_long_as_it_is_told(monkeypatch):
 
     from detector.cli import propose
 
+    import torch.distributed as dist
+
     seen = []
-    monkeypatch.setattr(devices.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(devices.dist, "barrier", lambda timeout=None: seen.append(timeout))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda timeout=None: seen.append(timeout))
     devices.barrier()
     devices.barrier(propose.WAIT_FOR_RANKS)
     assert seen == [None, propose.WAIT_FOR_RANKS]

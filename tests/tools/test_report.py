@@ -207,7 +207,7 @@ def test_test_command_report(tmp_path, monkeypatch, one_torch_thread):
     evaluation.json, from the same evaluation (an oracle classifier on given proposals)."""
     import torch
 
-    import detector.api
+    import detector.pipeline
     from detector.classifier import build_classifier
     from detector.cli.test import main
     from proposals.cache import ProposalCache
@@ -231,7 +231,7 @@ def test_test_command_report(tmp_path, monkeypatch, one_torch_thread):
         probs[1:, 2] = torch.linspace(0.8, 0.95, len(boxes) - 1)
         return probs, None
 
-    monkeypatch.setattr(detector.api, "classify_regions", oracle)
+    monkeypatch.setattr(detector.pipeline, "classify_regions", oracle)
     out = tmp_path / "out"
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
                  str(tmp_path / "cache"), "--out", str(out), "--report", "--backend", "torch"]) == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import detector.api
+import detector.pipeline
 from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from eval.datasets import load_dataset
@@ -80,7 +80,7 @@ def test_classes_map_to_the_dataset_by_name(voc, checkpoint, tmp_path, monkeypat
     def oracle(pixels, boxes, members, **_):  # the ensemble's verdict: red, then blue
         return torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.0, 0.8]]), None
 
-    monkeypatch.setattr(detector.api, "classify_regions", oracle)
+    monkeypatch.setattr(detector.pipeline, "classify_regions", oracle)
     assert main(["--gt", str(voc), "--checkpoint", str(checkpoint), "--proposals",
                  str(tmp_path / "cache"), "--protocol", "voc07", "--out", str(tmp_path / "o"),
                  "--backend", "torch"]) == 0
