@@ -12,6 +12,12 @@ proposals they were trained with (computed by the checkpoint's proposer, or read
 proposal cache) and the post-processing settings. The detect and test commands and training's
 validation (`detector.evaluation.evaluate_model`) all run through it, so there is one path.
 
+Two backends run the networks: PyTorch (the members on their device), or ONNX Runtime on the
+CPU (an exported file, or the checkpoints exported once and cached), the CPU default. This
+module imports no torch itself: over ONNX Runtime, loading a cached export, warping, the
+networks and the post-processing are numpy and ONNX Runtime, which saves the 2-4 s torch's
+import costs every command here (BENCHMARKS.md, "The main command end to end").
+
 Images are read in their stored pixel grid: EXIF orientation is never applied, because
 annotations and proposal caches refer to the stored pixels (`eval.datasets.read_image`).
 Boxes are float32 ``(x1, y1, x2, y2)`` in pixels of that grid; labels 1..K name
@@ -198,17 +204,16 @@ class Detector:
         else:
             device = devices.pick_device(device, "device")
             ensemble = load_model(list(checkpoints), device, imagenet_weights)
-        path = None
-        if not isinstance(ensemble.members, OnnxMembers):  # PyTorch (perhaps a fallback)
-            device = devices.pick_device("cpu" if exported or backend == "onnxruntime"
-                                         else device, "device")
+        if isinstance(ensemble.members, OnnxMembers):
+            device, path = "cpu", None
+        else:  # PyTorch (also where an export could not be made: one warning said why)
+            device = devices.pick_device(device, "device")
             path = inference_path_for(device, precision, channels_last, stacked, compile)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
-        return cls(ensemble.members, ensemble.spec, ensemble.classes, "cpu" if path is None
-                   else device, path=path, cache=cache, proposer=proposer,
-                   postprocess=postprocess,
-                   batch_size=devices.default_region_batch(device if path else "cpu")
-                   if batch_size is None else batch_size)
+        return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
+                   cache=cache, proposer=proposer, postprocess=postprocess,
+                   batch_size=devices.default_region_batch(device) if batch_size is None
+                   else batch_size)
 
     def __call__(self, image: str | os.PathLike | np.ndarray | torch.Tensor,
                  proposals: np.ndarray | torch.Tensor | None = None, *,

@@ -158,6 +158,10 @@ def cpu_session(model: bytes, threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings are not the user's to act on
+    # No busy-waiting between runs: detection alternates two sessions (this warp and the
+    # classifiers), each with its own threads, and threads spinning in one took the cores from
+    # the other (7% of the whole rate on raccoon-52, BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
