@@ -5,6 +5,9 @@ enlarging it so that the warped region has ``context_pad`` pixels of image conte
 pixels outside the image are filled with the mean. Here that is one ``torchvision.ops.roi_align``
 call over all boxes of an image on the image's device, instead of a crop-and-resize per box.
 
+The ONNX Runtime path warps with `detector.onnx_warp` instead (ONNX Runtime's RoiAlign on numpy
+arrays, no torch), bit-identical to this (tests/detector/test_onnx_warp.py).
+
 Coordinate frame: boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image, with
 pixel ``i`` covering ``[i, i + 1)`` (width = x2 - x1, as ``torchvision.ops``).
 """
