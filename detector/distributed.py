@@ -9,7 +9,6 @@ function here is the single-process identity, and imports no torch.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import replace

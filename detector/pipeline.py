@@ -19,8 +19,9 @@ from proposals.checkpoint import check_ensemble, load_checkpoint, model_spec
 from proposals.spec import ModelSpec
 from detector.classifier import RegionClassifier, imagenet_classifier, load_weights
 from detector.ensemble import InferencePath, member_outputs
-from detector.records import DetectionResult, Ensemble, load_input, proposals_for  # noqa: F401
+from detector.records import Ensemble
 from detector.regions import iter_warped_regions
+from eval.errors import DetectionError
 from proposals.defaults import REGION_BATCH
 from proposals.combined import SELECTIVE_SEARCH, embedded_multibox
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor

@@ -236,7 +236,7 @@ def test_detect_refuses_a_fifo_manifest_at_once(checkpoint, tmp_path, capsys):
 def test_cached_boxes_of_another_photo_are_refused_where_they_are_used(cache):
     """The photo under a cached id replaced by a smaller one: detection refuses the old boxes
     (they reach past the new image) instead of classifying regions that are not in it."""
-    from detector.pipeline import proposals_for
+    from detector.records import proposals_for
 
     cache.save("photo", np.array([[2, 2, 400, 300]], np.float32))
     image = np.zeros((40, 48, 3), np.uint8)

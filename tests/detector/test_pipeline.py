@@ -11,7 +11,8 @@ from proposals.checkpoint import ModelSpec, save_checkpoint
 from detector.classifier import build_classifier
 from eval.errors import DetectionError
 from detector.api import Detector
-from detector.pipeline import imagenet_ensemble, load_ensemble, proposals_for
+from detector.pipeline import imagenet_ensemble, load_ensemble
+from detector.records import proposals_for
 from detector.postprocess import PostProcess
 from detector.regions import warp_regions
 from proposals.networks import normalize_image
@@ -238,3 +239,8 @@ def test_proposals_that_cannot_be_computed_on_the_fly(tmp_path):
                                              "a MultiBox network that it does not carry.*retrain"
                                              ".*--proposals"):
         proposer_for("selective_search+multibox", params, "ck.pt")
+
+
+def test_an_ensemble_of_no_checkpoints_is_one_error():
+    with pytest.raises(DetectionError, match="no checkpoint given; pass at least one"):
+        load_ensemble([], "cpu")

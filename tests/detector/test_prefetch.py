@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from eval.errors import DetectionError
-from detector.pipeline import DetectionResult, load_input
+from detector.records import DetectionResult, load_input
 from detector.prefetch import prefetch_inputs
 from proposals.combined import Proposer
 from proposals.config import SelectiveSearchConfig
