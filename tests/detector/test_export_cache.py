@@ -21,7 +21,13 @@ from detector import Detector  # noqa: E402
 from detector import export as export_module  # noqa: E402
 from detector import export_cache  # noqa: E402
 from detector.api import runs_on_onnxruntime  # noqa: E402
+from detector.classifier import build_classifier  # noqa: E402
 from eval.errors import DetectionError  # noqa: E402
+from proposals.cache import ProposalCache  # noqa: E402
+from proposals.checkpoint import ModelSpec, save_checkpoint  # noqa: E402
+from proposals.combined import ProposalConfig, build_proposer, proposal_record  # noqa: E402
+from proposals.config import SelectiveSearchConfig  # noqa: E402
+from proposals.multibox import MultiBox, save_multibox  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "default_backend")
 
@@ -228,3 +234,31 @@ def test_the_detect_command_runs_on_onnxruntime_by_default(tiny, tiny_run, first
     monkeypatch.setenv("GDET_BACKEND", "tensorrt")
     with pytest.raises(DetectionError, match="GDET_BACKEND='tensorrt'"):
         Detector.load([tiny_run / "last.pt"], device="cpu")
+
+
+def test_a_model_on_multibox_proposals_runs_its_classifiers_on_onnxruntime(tiny, tmp_path,
+                                                                          cache_home):
+    """Its classifiers are exported; its MultiBox network stays in the checkpoint and proposes
+    with PyTorch, also when the export is read from the cache (which does not carry it)."""
+    torch.manual_seed(1)
+    priors = torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.3, 0.2, 0.9, 0.9], [0.0, 0.5, 0.4, 1.0]])
+    save_multibox(tmp_path / "mb.pt", MultiBox(priors, 32), epoch=2)
+    proposer = build_proposer(ProposalConfig(SelectiveSearchConfig(max_boxes=20),
+                                             str(tmp_path / "mb.pt"), multibox_top=2))
+    cache = ProposalCache.create(tmp_path / "cache", proposer.method, proposer.params,
+                                 proposer.version)
+    spec = ModelSpec(1, 32, 2)
+    model = build_classifier(1, weights=None, input_size=32)
+    save_checkpoint(tmp_path / "det.pt", classes=["a"], spec=spec, state_dict=model.state_dict(),
+                    proposals=proposal_record(cache, tmp_path / "mb.pt"))
+    reference = Detector.load([tmp_path / "det.pt"], device="cpu", backend="torch",
+                              precision="fp32")
+    want = reference(tiny / "im0.png")
+    for _ in range(2):  # exported now, then read from the cache
+        detector = Detector.load([tmp_path / "det.pt"], device="cpu")
+        assert detector.backend == "onnxruntime"
+        got = detector(tiny / "im0.png")
+        assert got.num_proposals == want.num_proposals  # selective search + MultiBox's 2
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4, rtol=0)
+    assert len(exports(cache_home)) == 1
