@@ -3,8 +3,9 @@
 `detector.runtime`), and each image with its proposals (`load_input`, `proposals_for`: from a
 cache, or computed as the checkpoint's were by `proposals.combined.proposer_for`).
 
-Torch-free (tests/test_layout.py holds it): a detector over an ONNX export imports no torch,
-which saves seconds of every command's start (BENCHMARKS.md, "The main command end to end").
+Torch-free (a fresh-process test in tests/detector/test_export_cache.py holds it): a detector
+over an ONNX export imports no torch, which saves seconds of every command's start
+(BENCHMARKS.md, "The main command end to end").
 Boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the original image; labels are 1..K.
 """
 from __future__ import annotations

@@ -9,8 +9,9 @@ checked (`exported_metadata`), and the regions of an image classified by it
     probs, deltas = classify_exported(pixels, boxes, members, input_size=224, context_pad=16)
 
 Arrays in and out are numpy: ``pixels`` float32 ``[3, H, W]`` (`normalized_pixels`), boxes
-float32 ``[N, 4]``. Torch-free (tests/test_layout.py holds it), so that detecting with an
-export on the CPU never pays torch's start-up; exporting is `detector.export`'s, with torch.
+float32 ``[N, 4]``. Torch-free (a fresh-process test in tests/detector/test_export_cache.py
+holds it), so that detecting with an export on the CPU never pays torch's start-up; exporting
+is `detector.export`'s, with torch.
 Needs onnxruntime only (the `onnx` extra installs it).
 """
 from __future__ import annotations
