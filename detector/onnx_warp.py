@@ -21,10 +21,8 @@ import numpy as np
 
 from eval.errors import DetectionError
 from proposals.defaults import CONTEXT_PAD, INPUT_SIZE
+from proposals.spec import WARP_BORDER, check_warp_sizes
 
-# Zero margin added around the image before RoiAlign, as `detector.regions._BORDER` (a test
-# holds them equal): see Warper.__call__.
-BORDER = 1
 # The model's versions: RoiAlign's coordinate_transformation_mode appeared in opset 16; IR
 # version 8 is the one that goes with opsets 16-17 (ONNX 1.11-1.12), which every ONNX Runtime
 # since 1.11 loads.
@@ -47,7 +45,7 @@ def context_boxes(boxes: np.ndarray, output_size: int = INPUT_SIZE,
     Returns:
         float32 ``ndarray[N, 4]`` in image pixels; may extend beyond the image.
     """
-    _check_sizes(output_size, context_pad)
+    check_warp_sizes(output_size, context_pad)
     boxes = np.asarray(boxes).astype(np.float32)
     scale = output_size / (output_size - 2 * context_pad)
     centres = (boxes[:, :2] + boxes[:, 2:]) / np.float32(2)
@@ -67,7 +65,7 @@ class Warper:
 
     def __init__(self, output_size: int = INPUT_SIZE, context_pad: int = CONTEXT_PAD, *,
                  threads: int):
-        _check_sizes(output_size, context_pad)
+        check_warp_sizes(output_size, context_pad)
         if threads < 1:
             raise DetectionError(f"threads is {threads}; it must be at least 1")
         self.output_size, self.context_pad, self.threads = output_size, context_pad, threads
@@ -98,9 +96,10 @@ class Warper:
         # As in warp_regions: one pixel of zeros around the image makes the half-pixel band just
         # outside it a linear ramp from the edge colour to the mean (0), not a step.
         _, height, width = pixels.shape
-        canvas = np.zeros((1, 3, height + 2 * BORDER, width + 2 * BORDER), np.float32)
-        canvas[0, :, BORDER:BORDER + height, BORDER:BORDER + width] = pixels
-        feeds = dict(zip(INPUTS, (canvas, padded + np.float32(BORDER),
+        b = WARP_BORDER
+        canvas = np.zeros((1, 3, height + 2 * b, width + 2 * b), np.float32)
+        canvas[0, :, b:b + height, b:b + width] = pixels
+        feeds = dict(zip(INPUTS, (canvas, padded + np.float32(b),
                                   np.zeros(padded.shape[0], np.int64))))
         return self.session.run([OUTPUT], feeds)[0]
 
@@ -163,15 +162,6 @@ def cpu_session(model: bytes, threads: int):
     # the other (7% of the whole rate on raccoon-52, BENCHMARKS.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
-def _check_sizes(output_size: int, context_pad: int) -> None:
-    """`detector.regions._check_sizes`, with the same message."""
-    if output_size < 1 or context_pad < 0 or output_size - 2 * context_pad < 1:
-        raise DetectionError(
-            f"output_size {output_size} with context_pad {context_pad} leaves no room for the box; "
-            "use context_pad >= 0 and output_size > 2 * context_pad (R-CNN: 16 at 224, "
-            "scale it with the input size, e.g. 4 at 64)")
 
 
 # --- A minimal protobuf writer, enough for this graph -------------------------------------------

@@ -22,6 +22,7 @@ from torchvision.ops import roi_align
 
 from eval.errors import DetectionError
 from proposals.defaults import CONTEXT_PAD, INPUT_SIZE, REGION_BATCH
+from proposals.spec import WARP_BORDER, check_warp_sizes
 
 
 
@@ -38,7 +39,7 @@ def context_boxes(boxes: Tensor, output_size: int = INPUT_SIZE,
     Returns:
         float32 ``Tensor[N, 4]`` in image pixels; may extend beyond the image.
     """
-    _check_sizes(output_size, context_pad)
+    check_warp_sizes(output_size, context_pad)
     boxes = boxes.float()
     scale = output_size / (output_size - 2 * context_pad)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -77,8 +78,8 @@ def warp_regions(image: Tensor, boxes: Tensor, output_size: int = INPUT_SIZE,
     # and one further out as 0: a step from edge colour to mean. One pixel of zeros around the
     # image turns that into the linear ramp bilinear interpolation of a mean-filled canvas gives
     # (the per-box reference), and everything further out is 0 = the mean in normalised units.
-    canvas = F.pad(image.float(), (_BORDER, _BORDER, _BORDER, _BORDER))
-    return roi_align(canvas[None], [padded + _BORDER], output_size=output_size,
+    canvas = F.pad(image.float(), (WARP_BORDER, WARP_BORDER, WARP_BORDER, WARP_BORDER))
+    return roi_align(canvas[None], [padded + WARP_BORDER], output_size=output_size,
                      spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
@@ -94,15 +95,3 @@ def iter_warped_regions(image: Tensor, boxes: Tensor, output_size: int = INPUT_S
         raise DetectionError(f"batch_size is {batch_size}; it must be at least 1")
     for start in range(0, boxes.shape[0], batch_size):
         yield warp_regions(image, boxes[start:start + batch_size], output_size, context_pad)
-
-
-# Zero margin added around the image before roi_align; see warp_regions.
-_BORDER = 1
-
-
-def _check_sizes(output_size: int, context_pad: int) -> None:
-    if output_size < 1 or context_pad < 0 or output_size - 2 * context_pad < 1:
-        raise DetectionError(
-            f"output_size {output_size} with context_pad {context_pad} leaves no room for the box; "
-            "use context_pad >= 0 and output_size > 2 * context_pad (R-CNN: 16 at 224, "
-            "scale it with the input size, e.g. 4 at 64)")

@@ -108,20 +108,16 @@ def test_varint_matches_hand_computed_bytes():
         onnx_warp._varint(-1)
 
 
-def test_constants_and_size_checks_agree_with_regions(regions):
-    assert onnx_warp.BORDER == regions._BORDER
-    for size, pad in [(224, 16), (64, 4), (1, 0), (33, 16), (32, 16), (0, 0), (64, -1)]:
-        try:
-            regions._check_sizes(size, pad)
-            expected = None
-        except DetectionError as e:
-            expected = str(e)
-        try:
-            onnx_warp._check_sizes(size, pad)
-            found = None
-        except DetectionError as e:
-            found = str(e)
-        assert found == expected, (size, pad)
+def test_both_warps_refuse_sizes_without_room_for_the_box(regions):
+    import torch
+
+    image = np.zeros((3, 8, 8), np.float32)
+    boxes = np.array([[1, 1, 5, 5]], np.float32)
+    for size, pad in [(32, 16), (0, 0), (64, -1)]:
+        with pytest.raises(DetectionError, match=f"output_size {size} with context_pad {pad}"):
+            regions.warp_regions(torch.from_numpy(image), torch.from_numpy(boxes), size, pad)
+        with pytest.raises(DetectionError, match=f"output_size {size} with context_pad {pad}"):
+            onnx_warp.Warper(size, pad, threads=1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
