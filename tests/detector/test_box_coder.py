@@ -8,34 +8,12 @@ import torch
 
 from detector.box_coder import FAST_RCNN_STDS, SCALE_CLAMP, decode, encode
 from eval.errors import DetectionError
+from _torch_reference import rounded_exp, torch_decode
 
 # P: centre (20, 40), 20 x 40 px.  G: centre (30, 50), 30 x 80 px.
 P = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
 G = torch.tensor([[15.0, 10.0, 45.0, 90.0]])
 TARGETS = [10 / 20, 10 / 40, math.log(30 / 20), math.log(80 / 40)]
-
-
-def torch_decode(deltas, proposals, stds=None, scale_clamp=SCALE_CLAMP, exp=torch.exp):
-    """detector.box_coder.decode as it was in torch, verbatim but for `exp`, taken as an
-    argument (see test_decode_bit_identical_to_torch_version)."""
-    def as_float(t):
-        return t if t.dtype == torch.float64 else t.float()
-
-    stds = torch.tensor(stds or (1.0, 1.0, 1.0, 1.0), dtype=as_float(deltas).dtype)
-    deltas = as_float(deltas) * stds
-    proposals = as_float(proposals)
-    ctr = (proposals[..., :2] + proposals[..., 2:]) / 2
-    size = proposals[..., 2:] - proposals[..., :2]
-    if deltas.ndim == 3:
-        ctr, size = ctr[:, None], size[:, None]
-    new_ctr = ctr + deltas[..., :2] * size
-    new_size = size * exp(deltas[..., 2:].clamp(max=scale_clamp))
-    return torch.cat([new_ctr - new_size / 2, new_ctr + new_size / 2], dim=-1)
-
-
-def rounded_exp(t: torch.Tensor) -> torch.Tensor:
-    """exp in float64, rounded to the input's dtype: the correctly rounded float32 exp."""
-    return torch.exp(t.double()).to(t.dtype)
 
 
 def random_boxes(n: int, seed: int) -> torch.Tensor:

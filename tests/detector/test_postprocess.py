@@ -1,6 +1,5 @@
 """postprocess against a pure-Python per-class greedy NMS reference, and bit for bit against the
 torch/torchvision version it replaced (copied below as the reference)."""
-import math
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import detector.postprocess as postprocess_module
 from detector.box_coder import FAST_RCNN_STDS, decode
 from detector.postprocess import MIN_SIDE, PostProcess, postprocess
 from eval.errors import DetectionError
+from _torch_reference import rounded_exp, torch_decode
 
 IMAGE = (200, 300)  # height, width
 
@@ -51,28 +51,6 @@ def reference_postprocess(boxes, scores, threshold, iou, top_k):
 # detector/box_coder.py before numpy), verbatim but for `exp`, which its decode takes as an
 # argument: torch's float32 exp is off by an ulp on ~1% of inputs and the numpy decode uses the
 # correctly rounded one (see detector.box_coder._exp), so the exact comparisons pass that one.
-
-def rounded_exp(t: torch.Tensor) -> torch.Tensor:
-    """exp in float64, rounded to the input's dtype: the correctly rounded float32 exp."""
-    return torch.exp(t.double()).to(t.dtype)
-
-
-def torch_decode(deltas, proposals, stds=None, scale_clamp=math.log(1000.0 / 16),
-                 exp=torch.exp):
-    def as_float(t):
-        return t if t.dtype == torch.float64 else t.float()
-
-    stds = torch.tensor(stds or (1.0, 1.0, 1.0, 1.0), dtype=as_float(deltas).dtype)
-    deltas = as_float(deltas) * stds
-    proposals = as_float(proposals)
-    ctr = (proposals[..., :2] + proposals[..., 2:]) / 2
-    size = proposals[..., 2:] - proposals[..., :2]
-    if deltas.ndim == 3:
-        ctr, size = ctr[:, None], size[:, None]
-    new_ctr = ctr + deltas[..., :2] * size
-    new_size = size * exp(deltas[..., 2:].clamp(max=scale_clamp))
-    return torch.cat([new_ctr - new_size / 2, new_ctr + new_size / 2], dim=-1)
-
 
 def torch_postprocess(boxes, scores, box_deltas, image_size, score_threshold, nms_iou,
                       max_per_image, background=True, box_stds=None, exp=rounded_exp):
