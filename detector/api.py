@@ -196,18 +196,17 @@ class Detector:
         check_choices(checkpoints, imagenet_weights=imagenet_weights, stacked=stacked,
                       compile=compile)
         if exported:
-            ensemble = load_exported(checkpoints[0])
+            device, ensemble = "cpu", load_exported(checkpoints[0])
         elif runs_on_onnxruntime(backend, device, precision, channels_last, stacked, compile):
+            device = "cpu"  # the export runs there, and so does PyTorch where it cannot be made
             ensemble = onnx_ensemble(
                 checkpoints, imagenet_weights, required=backend == "onnxruntime",
-                load=lambda: load_model(list(checkpoints), "cpu", imagenet_weights))
+                load=lambda: load_model(list(checkpoints), device, imagenet_weights))
         else:
             device = devices.pick_device(device, "device")
             ensemble = load_model(list(checkpoints), device, imagenet_weights)
-        if isinstance(ensemble.members, OnnxMembers):
-            device, path = "cpu", None
-        else:  # PyTorch (also where an export could not be made: one warning said why)
-            device = devices.pick_device(device, "device")
+        path = None
+        if not isinstance(ensemble.members, OnnxMembers):  # PyTorch (a fallback said why)
             path = inference_path_for(device, precision, channels_last, stacked, compile)
         cache, proposer = proposal_source(proposals, ensemble, [str(c) for c in checkpoints])
         return cls(ensemble.members, ensemble.spec, ensemble.classes, device, path=path,
